@@ -1,0 +1,1 @@
+"""Data layer: particle STAR files, image stacks, maps, and RELION's conventions."""

@@ -1,0 +1,77 @@
+"""Batches of particles as tensors: images, poses, centring shifts and CTF parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .ctf import CtfParameters
+from .geometry import centring_shift_px, euler_angles_to_matrix
+from .images import ParticleImages
+from .particles import ParticleTable
+
+
+@dataclass
+class ParticleBatch:
+    """A batch of particles that share one optics group's box and pixel size.
+
+    Attributes:
+        indices: ``(b,)`` particle indices into the table.
+        images: ``(b, d, d)`` float32 images as stored.
+        rotations: ``(b, 3, 3)`` RELION matrices ``A`` (map -> image coordinates).
+        centring_shift_px: ``(b, 2)`` shift (xy, pixels) that centres each image (``+origin``).
+        ctf: ``(b,)`` CTF parameters (``None`` when the data carry no CTF).
+        pixel_size_angstrom: the group's pixel size.
+    """
+
+    indices: np.ndarray
+    images: torch.Tensor
+    rotations: torch.Tensor
+    centring_shift_px: torch.Tensor
+    ctf: CtfParameters | None
+    pixel_size_angstrom: float
+
+    @property
+    def box_px(self) -> int:
+        return self.images.shape[-1]
+
+
+def ctf_parameters(table: ParticleTable, indices: np.ndarray, device=None) -> CtfParameters:
+    """``(b,)`` CTF parameters of the given particles as float64 tensors."""
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a[indices], dtype=torch.float64, device=device)
+
+    return CtfParameters(
+        defocus_u_angstrom=t(table.defocus_u_angstrom), defocus_v_angstrom=t(table.defocus_v_angstrom),
+        defocus_angle_deg=t(table.defocus_angle_deg), voltage_kv=t(table.voltage_kv),
+        spherical_aberration_mm=t(table.spherical_aberration_mm), amplitude_contrast=t(table.amplitude_contrast),
+        phase_shift_deg=t(table.phase_shift_deg), bfactor_angstrom2=t(table.bfactor_angstrom2),
+        scale=t(table.ctf_scale),
+    )
+
+
+def group_batches(table: ParticleTable, indices: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """Split ``indices`` into batches of at most ``batch_size``, never mixing optics groups."""
+    indices = np.asarray(indices, dtype=np.int64)
+    for group in np.unique(table.optics_index[indices]):
+        members = indices[table.optics_index[indices] == group]
+        for start in range(0, len(members), batch_size):
+            yield members[start:start + batch_size]
+
+
+def load_batch(table: ParticleTable, images: ParticleImages, indices: np.ndarray, device=None) -> ParticleBatch:
+    """Read and convert one batch (all of one optics group, see :func:`group_batches`)."""
+    group = table.optics_groups[int(table.optics_index[indices[0]])]
+    angles = torch.as_tensor(table.angles_deg[indices], dtype=torch.float64)
+    origins = torch.as_tensor(table.origins_angstrom[indices], dtype=torch.float64)
+    return ParticleBatch(
+        indices=indices,
+        images=torch.from_numpy(images.read(indices)).to(device),
+        rotations=euler_angles_to_matrix(angles).float().to(device),
+        centring_shift_px=centring_shift_px(origins, group.pixel_size_angstrom).float().to(device),
+        ctf=ctf_parameters(table, indices, device) if table.has_ctf else None,
+        pixel_size_angstrom=group.pixel_size_angstrom,
+    )

@@ -1,0 +1,110 @@
+"""Centred FFTs, frequency grids, phase shifts, radial shells and the FSC.
+
+"Centred" means the real-space origin is pixel ``d // 2`` (the RELION rotation centre) and the
+zero frequency of the returned spectrum is also at index ``d // 2`` on every axis.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _dims(ndim: int) -> tuple[int, ...]:
+    return tuple(range(-ndim, 0))
+
+
+def fft_centred(x: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Centred FFT over the last ``ndim`` axes. ``(..., d[, d], d)`` real -> same shape complex."""
+    dims = _dims(ndim)
+    return torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(x, dim=dims), dim=dims), dim=dims)
+
+
+def ifft_centred(f: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Inverse of :func:`fft_centred`; returns the real part. ``(..., d[, d], d)``."""
+    dims = _dims(ndim)
+    return torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(f, dim=dims), dim=dims), dim=dims).real
+
+
+def frequency_grid(box_px: int, ndim: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Spatial frequencies of a centred spectrum in cycles per pixel.
+
+    Returns:
+        ``(d, d, 2)`` or ``(d, d, d, 3)``; the last axis is ``xy`` / ``xyz`` (array indexed
+        ``[y, x]`` / ``[z, y, x]``), values in ``[-0.5, 0.5)``.
+    """
+    axis = (torch.arange(box_px, device=device, dtype=dtype) - box_px // 2) / box_px
+    grids = torch.meshgrid(*([axis] * ndim), indexing="ij")
+    return torch.stack(grids[::-1], -1)
+
+
+def radial_index(box_px: int, ndim: int, device=None) -> torch.Tensor:
+    """Shell index ``round(|k| * d)`` of every frequency of a centred ``d``-box spectrum.
+
+    Returns:
+        ``(d, d)`` or ``(d, d, d)`` int64; shell ``d // 2`` is Nyquist.
+    """
+    k = frequency_grid(box_px, ndim, device=device, dtype=torch.float64)
+    return torch.round(k.norm(dim=-1) * box_px).long()
+
+
+def phase_shift_2d(spectrum: torch.Tensor, shift_px: torch.Tensor) -> torch.Tensor:
+    """Translate centred 2D spectra by a real-space shift.
+
+    Args:
+        spectrum: ``(b, d, d)`` complex centred spectra.
+        shift_px: ``(b, 2)`` shift in pixels, xy; positive moves the content towards larger x, y.
+
+    Returns:
+        ``(b, d, d)`` the spectra of ``f(x - shift)``.
+    """
+    k = frequency_grid(spectrum.shape[-1], 2, device=spectrum.device, dtype=shift_px.dtype)
+    phase = -2 * math.pi * (k[None] * shift_px[:, None, None, :]).sum(-1)
+    return spectrum * torch.polar(torch.ones_like(phase), phase)
+
+
+def shell_average(values: torch.Tensor, shells: torch.Tensor, n_shells: int) -> torch.Tensor:
+    """Mean of ``values`` over each shell. ``values``, ``shells``: same shape -> ``(n_shells,)``."""
+    flat = shells.flatten()
+    keep = flat < n_shells
+    total = torch.zeros(n_shells, dtype=values.dtype, device=values.device)
+    count = torch.zeros(n_shells, dtype=values.dtype, device=values.device)
+    total.index_add_(0, flat[keep], values.flatten()[keep])
+    count.index_add_(0, flat[keep], torch.ones_like(values.flatten()[keep]))
+    return total / count.clamp(min=1)
+
+
+def fsc(map1: torch.Tensor, map2: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Fourier shell correlation between two maps.
+
+    Args:
+        map1, map2: ``(d, d, d)`` real maps on the same grid.
+        mask: optional ``(d, d, d)`` real-space mask applied to both.
+
+    Returns:
+        ``(d // 2 + 1,)`` FSC per shell, shell ``i`` at ``i / (d * pixel_size)`` 1/Å.
+    """
+    if mask is not None:
+        map1, map2 = map1 * mask, map2 * mask
+    d = map1.shape[-1]
+    f1 = fft_centred(map1.double(), 3)
+    f2 = fft_centred(map2.double(), 3)
+    shells = radial_index(d, 3, device=map1.device)
+    n = d // 2 + 1
+    cross = shell_average((f1 * f2.conj()).real, shells, n)
+    p1 = shell_average(f1.abs() ** 2, shells, n)
+    p2 = shell_average(f2.abs() ** 2, shells, n)
+    return (cross / torch.sqrt(p1 * p2).clamp(min=1e-30)).float()
+
+
+def resolution_at(fsc_curve: torch.Tensor, box_px: int, pixel_size_angstrom: float, threshold: float) -> float:
+    """Resolution (Å) where the FSC first drops below ``threshold`` (interpolated); Nyquist if never."""
+    values = fsc_curve.tolist()
+    for i in range(1, len(values)):
+        if values[i] < threshold:
+            prev = values[i - 1]
+            frac = (prev - threshold) / (prev - values[i]) if prev != values[i] else 0.0
+            shell = i - 1 + frac
+            return box_px * pixel_size_angstrom / max(shell, 1e-6)
+    return 2 * pixel_size_angstrom

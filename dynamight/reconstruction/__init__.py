@@ -1,0 +1,1 @@
+"""Projection and reconstruction in Fourier space: plain and deformable backprojection."""

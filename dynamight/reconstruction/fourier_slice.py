@@ -1,0 +1,158 @@
+"""Fourier-slice projection and backprojection (trilinear, padded), as RELION's Projector and
+BackProjector.
+
+A volume of box ``d`` is zero-padded to ``D = pad * d`` (default ``pad = 2``). The 2D spectrum of a
+``d``-box projection at frequency index ``j`` (units ``1 / d`` cycles per pixel) equals the 3D
+spectrum of the padded volume at index ``pad * A^T (j, 0)``, read by trilinear interpolation.
+Interpolating in Fourier space multiplies real space by ``sinc^2`` of the padded box, so the
+projector divides the volume by it beforehand and the backprojector divides the reconstruction by
+it afterwards (gridding correction). Frequencies beyond Nyquist (``|j| > d / 2``) are left out.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..data.fourier import fft_centred, frequency_grid, ifft_centred
+
+
+def sinc2_window(box_px: int, padded_px: int, device=None) -> torch.Tensor:
+    """``(d, d, d)`` real-space transfer of trilinear interpolation on a ``padded_px`` Fourier grid."""
+    x = (torch.arange(box_px, device=device, dtype=torch.float64) - box_px // 2) / padded_px
+    s = torch.sinc(x) ** 2
+    return (s[:, None, None] * s[None, :, None] * s[None, None, :]).float()
+
+
+def pad_volume(volume: torch.Tensor, padded_px: int) -> torch.Tensor:
+    """Zero-pad ``(d, d, d)`` to ``(D, D, D)`` keeping the centre ``d // 2`` at ``D // 2``."""
+    d = volume.shape[-1]
+    lo = padded_px // 2 - d // 2
+    out = volume.new_zeros((padded_px,) * 3)
+    out[lo:lo + d, lo:lo + d, lo:lo + d] = volume
+    return out
+
+
+def crop_volume(volume: torch.Tensor, box_px: int) -> torch.Tensor:
+    """Inverse of :func:`pad_volume`: ``(D, D, D)`` -> central ``(d, d, d)``."""
+    lo = volume.shape[-1] // 2 - box_px // 2
+    return volume[lo:lo + box_px, lo:lo + box_px, lo:lo + box_px]
+
+
+def slice_coordinates(rotations: torch.Tensor, box_px: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """3D sampling positions of the central slices of ``d``-box images.
+
+    Args:
+        rotations: ``(b, 3, 3)`` RELION matrices ``A``.
+        box_px: image box ``d``.
+        scale: padded-grid voxels per image frequency index (``pad`` times the ratio of pixel
+            sizes when images and volume differ).
+
+    Returns:
+        ``(b, d, d, 3)`` positions (xyz, padded-grid voxels relative to the centre) and
+        ``(d, d)`` bool mask of the frequencies inside Nyquist.
+    """
+    j = frequency_grid(box_px, 2, device=rotations.device) * box_px  # (d, d, 2) integer indices
+    inside = j.norm(dim=-1) <= box_px // 2
+    # position = A^T (jx, jy, 0): the first two rows of A, transposed
+    coords = torch.einsum("hwi,bij->bhwj", j * scale, rotations[:, :2, :])
+    return coords, inside
+
+
+class FourierProjector:
+    """Central-slice projector of one volume (the padded, gridding-corrected 3D spectrum is kept)."""
+
+    def __init__(self, volume: torch.Tensor, pad: int = 2):
+        """``volume``: ``(d, d, d)`` real map, ``[z, y, x]``."""
+        self.box_px = volume.shape[-1]
+        self.padded_px = pad * self.box_px
+        corrected = volume.float() / sinc2_window(self.box_px, self.padded_px, device=volume.device)
+        spectrum = fft_centred(pad_volume(corrected, self.padded_px), 3)
+        self._spectrum = torch.view_as_real(spectrum).permute(3, 0, 1, 2)[None].contiguous()  # (1, 2, D, D, D)
+
+    def project(self, rotations: torch.Tensor, box_px: int | None = None, scale: float | None = None) -> torch.Tensor:
+        """Centred spectra of projections.
+
+        Args:
+            rotations: ``(b, 3, 3)`` RELION matrices.
+            box_px: image box (default: the volume's).
+            scale: padded voxels per image frequency index (default ``pad``).
+
+        Returns:
+            ``(b, d, d)`` complex64 centred spectra (see :func:`dynamight.data.fourier.fft_centred`).
+        """
+        box_px = box_px or self.box_px
+        scale = scale if scale is not None else self.padded_px / self.box_px
+        coords, inside = slice_coordinates(rotations, box_px, scale)
+        half = self.padded_px // 2
+        grid = (coords + half) / (self.padded_px - 1) * 2 - 1  # align_corners=True normalisation
+        b = rotations.shape[0]
+        sampled = F.grid_sample(self._spectrum.expand(1, -1, -1, -1, -1), grid.reshape(1, b, box_px, box_px, 3),
+                                mode="bilinear", padding_mode="zeros", align_corners=True)[0]  # (2, b, d, d)
+        out = torch.complex(sampled[0], sampled[1])
+        return out * inside
+
+
+class FourierBackprojector:
+    """Accumulates CTF-weighted central slices and CTF^2 weights on a padded 3D Fourier grid."""
+
+    def __init__(self, box_px: int, pad: int = 2, device=None):
+        self.box_px = box_px
+        self.padded_px = pad * box_px
+        # (D^3, 3): real part, imaginary part, weight
+        self.accumulator = torch.zeros(self.padded_px**3, 3, device=device, dtype=torch.float64)
+
+    def insert(self, spectra: torch.Tensor, weights: torch.Tensor, rotations: torch.Tensor,
+               scale: float | None = None) -> None:
+        """Add slices.
+
+        Args:
+            spectra: ``(b, d, d)`` complex centred spectra, already multiplied by the CTF.
+            weights: ``(b, d, d)`` real weights (CTF^2, or ones without a CTF).
+            rotations: ``(b, 3, 3)`` RELION matrices.
+            scale: padded voxels per image frequency index (default ``pad``).
+        """
+        d = spectra.shape[-1]
+        scale = scale if scale is not None else self.padded_px / self.box_px
+        coords, inside = slice_coordinates(rotations, d, scale)
+        coords = coords[:, inside] + self.padded_px // 2  # (b, m, 3) voxel positions
+        values = torch.stack([spectra.real, spectra.imag, weights.to(spectra.real.dtype)], -1)[:, inside]
+        coords, values = coords.reshape(-1, 3), values.reshape(-1, 3).double()
+        base = torch.floor(coords)
+        frac = (coords - base).double()
+        base = base.long()
+        size = self.padded_px
+        for corner in range(8):
+            offset = torch.tensor([(corner >> k) & 1 for k in range(3)], device=coords.device)
+            idx = base + offset
+            w = torch.prod(torch.where(offset.bool(), frac, 1 - frac), dim=-1)
+            valid = ((idx >= 0) & (idx < size)).all(-1)
+            flat = (idx[:, 2] * size + idx[:, 1]) * size + idx[:, 0]
+            self.accumulator.index_add_(0, flat[valid], values[valid] * w[valid, None])
+
+    def add(self, other: "FourierBackprojector") -> None:
+        """Merge another accumulator of the same size (e.g. the other half-set)."""
+        self.accumulator += other.accumulator
+
+    def spectrum_and_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(D, D, D)`` complex128 accumulated spectrum and ``(D, D, D)`` float64 weights."""
+        acc = self.accumulator.reshape((self.padded_px,) * 3 + (3,))
+        return torch.complex(acc[..., 0], acc[..., 1]), acc[..., 2]
+
+    def reconstruct(self, regularisation: torch.Tensor | None = None) -> torch.Tensor:
+        """Wiener-style division and gridding correction.
+
+        Args:
+            regularisation: ``(D, D, D)`` term added to the weights (``1 / tau^2``, see
+                :mod:`dynamight.reconstruction.plain`); ``None`` adds only a floor of 1e-3 of the
+                mean non-zero weight, against division by near-zero weights.
+
+        Returns:
+            ``(d, d, d)`` float32 map.
+        """
+        spectrum, weight = self.spectrum_and_weight()
+        floor = 1e-3 * weight[weight > 0].mean() if (weight > 0).any() else 1.0
+        denominator = torch.clamp(weight + (regularisation if regularisation is not None else 0), min=floor)
+        padded = ifft_centred(spectrum / denominator, 3)
+        volume = crop_volume(padded, self.box_px).float()
+        return volume / sinc2_window(self.box_px, self.padded_px, device=volume.device)
