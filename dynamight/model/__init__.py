@@ -1,0 +1,1 @@
+"""The Gaussian pseudo-atom model and the networks that deform it."""

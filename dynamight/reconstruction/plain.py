@@ -1,0 +1,111 @@
+"""Plain (rigid) reconstruction of two half-maps and a merged map, with a gold-standard FSC.
+
+Each half-set's particles are centred (shifted by ``+origin``), multiplied by their CTF in Fourier
+space and inserted as central slices with CTF^2 weights (:class:`FourierBackprojector`). The
+division is Wiener-regularised as in RELION: per shell, ``weight + 1 / (SNR * <1/weight>)`` with
+``SNR = FSC / (1 - FSC)`` from the unregularised half-maps (``2 SNR`` for the merged map, which has
+twice the data). The reconstruction's box and pixel size are those of the first optics group (as
+``relion_reconstruct``); other groups are inserted at their own frequency scale.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..data.batches import ParticleBatch, group_batches, load_batch
+from ..data.fourier import fsc as fourier_shell_correlation
+from ..data.images import ParticleImages
+from ..data.particles import ParticleTable
+from .fourier_slice import FourierBackprojector
+from .imaging import batch_ctf, centred_spectra
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HalfMaps:
+    """``half1``, ``half2``, ``merged``: ``(d, d, d)`` maps; ``fsc``: ``(d // 2 + 1,)`` between the halves."""
+
+    half1: torch.Tensor
+    half2: torch.Tensor
+    merged: torch.Tensor
+    fsc: torch.Tensor
+    pixel_size_angstrom: float
+
+
+def insertion_scale(batch: ParticleBatch, box_px: int, pixel_size_angstrom: float, pad: int) -> float:
+    """Padded voxels per image frequency index for a batch inserted into a ``box_px`` volume."""
+    return pad * box_px * pixel_size_angstrom / (batch.box_px * batch.pixel_size_angstrom)
+
+
+def insert_batch(backprojector: FourierBackprojector, batch: ParticleBatch, pixel_size_angstrom: float) -> None:
+    """Insert one batch of particle images (centred, CTF-multiplied, CTF^2-weighted)."""
+    ctf = batch_ctf(batch)
+    pad = backprojector.padded_px // backprojector.box_px
+    backprojector.insert(centred_spectra(batch) * ctf, ctf**2, batch.rotations,
+                         insertion_scale(batch, backprojector.box_px, pixel_size_angstrom, pad))
+
+
+def wiener_regularisation(weight: torch.Tensor, fsc: torch.Tensor, box_px: int, snr_factor: float = 1.0) -> torch.Tensor:
+    """RELION's ``1 / tau^2`` term for every voxel of a padded grid.
+
+    Args:
+        weight: ``(D, D, D)`` accumulated CTF^2 weights.
+        fsc: ``(d // 2 + 1,)`` half-map FSC.
+        box_px: the unpadded box ``d``.
+        snr_factor: 1 for a half-map, 2 for the merged map.
+
+    Returns:
+        ``(D, D, D)`` values to add to ``weight`` before dividing.
+    """
+    padded = weight.shape[-1]
+    pad = padded / box_px
+    axis = torch.arange(padded, device=weight.device, dtype=torch.float64) - padded // 2
+    radius = torch.sqrt(axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2) / pad
+    shells = torch.round(radius).long().clamp(max=fsc.shape[0])  # shell fsc.shape[0] = beyond Nyquist
+    n = fsc.shape[0] + 1
+    has = weight > 0
+    inv_sum = torch.zeros(n, dtype=torch.float64, device=weight.device).index_add_(0, shells[has], 1 / weight[has])
+    count = torch.zeros(n, dtype=torch.float64, device=weight.device).index_add_(0, shells[has], torch.ones_like(weight[has]))
+    mean_inv_weight = inv_sum / count.clamp(min=1)
+    f = fsc.double().clamp(1e-3, 0.999).to(weight.device)
+    snr = snr_factor * f / (1 - f)
+    per_shell = torch.cat([1 / (snr * mean_inv_weight[:-1]).clamp(min=1e-30), mean_inv_weight.new_tensor([1e30])])
+    return per_shell[shells]
+
+
+def reconstruct_half_maps(
+    table: ParticleTable,
+    images: ParticleImages,
+    device: torch.device,
+    batch_size: int = 64,
+    insert: Callable[[FourierBackprojector, ParticleBatch, float], None] = insert_batch,
+    on_batch: Callable[[int], None] | None = None,
+) -> HalfMaps:
+    """Reconstruct both half-maps (``rlnRandomSubset`` 1 and 2) and the merged map.
+
+    Args:
+        insert: how a batch enters an accumulator (plain insertion by default; the deformable
+            backprojection passes its own).
+        on_batch: called with the number of particles after every batch (progress, abort checks).
+    """
+    box = table.optics_groups[0].box_px
+    pixel = table.optics_groups[0].pixel_size_angstrom
+    halves = []
+    for half in (1, 2):
+        bp = FourierBackprojector(box, device=device)
+        for idx in group_batches(table, np.flatnonzero(table.half_set == half), batch_size):
+            insert(bp, load_batch(table, images, idx, device), pixel)
+            if on_batch is not None:
+                on_batch(len(idx))
+        halves.append(bp)
+    raw_fsc = fourier_shell_correlation(halves[0].reconstruct(), halves[1].reconstruct())
+    maps = [bp.reconstruct(wiener_regularisation(bp.spectrum_and_weight()[1], raw_fsc, box)) for bp in halves]
+    halves[0].add(halves[1])
+    merged = halves[0].reconstruct(wiener_regularisation(halves[0].spectrum_and_weight()[1], raw_fsc, box, 2.0))
+    return HalfMaps(maps[0], maps[1], merged, fourier_shell_correlation(maps[0], maps[1]), pixel)

@@ -1,0 +1,1 @@
+"""Synthetic RELION projects with known per-particle deformations (ground truth)."""
