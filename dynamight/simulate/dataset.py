@@ -73,9 +73,9 @@ def _quaternion_to_relion_angles(q: np.ndarray) -> np.ndarray:
 def conformations(molecule: Molecule, motion: Motion, rows: pd.DataFrame) -> torch.Tensor:
     """``(b, n, 3)`` atom positions of the given particles."""
     if motion == "hinge":
-        return hinge_positions(molecule, torch.as_tensor(rows["hinge"].to_numpy()))
+        return hinge_positions(molecule, torch.as_tensor(rows["hinge"].to_numpy(copy=True)))
     if motion == "interpolate":
-        return interpolated_positions(molecule, torch.as_tensor(rows["fraction"].to_numpy()))
+        return interpolated_positions(molecule, torch.as_tensor(rows["fraction"].to_numpy(copy=True)))
     return molecule.positions_angstrom[None].expand(len(rows), -1, -1)
 
 

@@ -1,0 +1,60 @@
+"""Build argparse options from a pydantic config: ``field_name`` -> ``--field-name``.
+
+Field metadata (``json_schema_extra``): ``positional`` (an argument without ``--``), ``aliases``
+(extra option spellings, e.g. upstream's ``--vae-directory``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import InputError
+
+
+def _base_type(annotation):
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _base_type(args[0])
+    return annotation
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config: type[BaseModel]) -> None:
+    """Add one argument per field of ``config``."""
+    for name, field in config.model_fields.items():
+        extra = field.json_schema_extra or {}
+        kind = _base_type(field.annotation)
+        kwargs: dict = {"help": field.description, "dest": name}
+        if typing.get_origin(kind) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(kind))
+            kind = type(kwargs["choices"][0])
+        if extra.get("positional"):
+            parser.add_argument(name, type=kind, help=field.description)
+            continue
+        flags = ["--" + name.replace("_", "-")] + list(extra.get("aliases", []))
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = Path if kind is Path else kind
+            kwargs["metavar"] = name.upper().split("_")[-1] if kind is not Path else "PATH"
+        if field.is_required():
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = argparse.SUPPRESS
+            if field.default is not None:
+                kwargs["help"] = f"{field.description} (default: {field.default})"
+        parser.add_argument(*flags, **kwargs)
+
+
+def build_config(config: type[BaseModel], values: dict) -> BaseModel:
+    """Validate parsed values; a validation error becomes one :class:`InputError` line."""
+    try:
+        return config(**{k: v for k, v in values.items() if k in config.model_fields})
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"invalid options: {problems}") from exc

@@ -1,0 +1,51 @@
+"""``dynamight reconstruct``: plain half-map reconstruction, the baseline of the deformable one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..data.images import ParticleImages
+from ..data.particles import read_particles
+from ..data.volumes import check_same_grid, read_map
+from ..reconstruction.plain import reconstruct_half_maps
+from ..reconstruction.report import write_half_maps
+from ..runtime import JobControl, progress, resolve_device, save_config
+
+HELP = "Reconstruct two half-maps, a merged map and their FSC from a particle STAR file (no deformations)."
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    refinement_star_file: Path = Field(description="particle STAR file (RELION 3.0 to 5) with poses and CTF")
+    output_directory: Path = Field(description="where half1.mrc, half2.mrc, map.mrc and fsc.star are written")
+    mask_file: Path | None = Field(None, description="soft mask for the masked FSC")
+    batch_size: int = Field(128, ge=1, description="particles per batch")
+    gpu_id: int | None = Field(None, description="GPU to use; -1 for the CPU (default: first GPU, else CPU)")
+    n_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default)")
+    preload_images: bool = Field(False, description="read all images into memory first")
+    seed: int = Field(0, description="seed for the half-set split when the STAR file has no rlnRandomSubset")
+
+
+def run(config: Config, job: JobControl) -> None:
+    if config.n_threads:
+        torch.set_num_threads(config.n_threads)
+    device = resolve_device(config.gpu_id)
+    table = read_particles(config.refinement_star_file, seed=config.seed)
+    images = ParticleImages(table, preload=config.preload_images)
+    group = table.optics_groups[0]
+    mask = None
+    if config.mask_file is not None:
+        volume = read_map(config.mask_file, what="mask")
+        check_same_grid(volume, config.mask_file, group.box_px, group.pixel_size_angstrom, "mask")
+        mask = volume.data
+    out = config.output_directory
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(out / "config.json", config)
+    with progress(job, "reconstructing", len(table)) as advance:
+        maps = reconstruct_half_maps(table, images, device, config.batch_size, on_batch=advance)
+    write_half_maps(out, maps, ("half1.mrc", "half2.mrc", "map.mrc"), mask)
