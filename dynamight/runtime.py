@@ -52,20 +52,24 @@ def resolve_device(gpu_id: int | None) -> torch.device:
 def setup_logging(log_file: Path | None = None) -> None:
     """Rich log lines on a terminal, plain lines otherwise (RELION's ``run.out``)."""
     root = logging.getLogger()
-    root.handlers.clear()
+    for old in [h for h in root.handlers if getattr(h, "_dynamight", False)]:
+        root.removeHandler(old)
+        old.close()
     root.setLevel(logging.INFO)
+    handlers: list[logging.Handler] = []
     if sys.stdout.isatty():
         from rich.logging import RichHandler
 
-        root.addHandler(RichHandler(show_path=False, rich_tracebacks=False))
+        handlers.append(RichHandler(show_path=False, rich_tracebacks=False))
     else:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-        root.addHandler(handler)
+        handlers.append(logging.StreamHandler(sys.stdout))
+        handlers[-1].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handlers.append(logging.FileHandler(log_file))
+        handlers[-1].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for handler in handlers:
+        handler._dynamight = True
         root.addHandler(handler)
 
 
