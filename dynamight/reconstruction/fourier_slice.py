@@ -94,13 +94,19 @@ class FourierProjector:
 
 
 class FourierBackprojector:
-    """Accumulates CTF-weighted central slices and CTF^2 weights on a padded 3D Fourier grid."""
+    """Accumulates CTF-weighted central slices and CTF^2 weights on a padded 3D Fourier grid.
+
+    Spectra of real images are Hermitian, so only the half-plane ``jx >= 0`` is inserted (points on
+    ``jx = 0`` at half weight); :meth:`spectrum_and_weight` adds the mirrored half back.
+    """
+
+    _CORNERS = torch.tensor([[(c >> k) & 1 for k in range(3)] for c in range(8)])  # (8, 3) xyz offsets
 
     def __init__(self, box_px: int, pad: int = 2, device=None):
         self.box_px = box_px
         self.padded_px = pad * box_px
         # (D^3, 3): real part, imaginary part, weight
-        self.accumulator = torch.zeros(self.padded_px**3, 3, device=device, dtype=torch.float64)
+        self.accumulator = torch.zeros(self.padded_px**3, 3, device=device, dtype=torch.float32)
 
     def insert(self, spectra: torch.Tensor, weights: torch.Tensor, rotations: torch.Tensor,
                scale: float | None = None) -> None:
@@ -115,29 +121,34 @@ class FourierBackprojector:
         d = spectra.shape[-1]
         scale = scale if scale is not None else self.padded_px / self.box_px
         coords, inside = slice_coordinates(rotations, d, scale)
+        jx = torch.arange(d, device=spectra.device) - d // 2
+        inside = inside & (jx >= 0)[None, :]
+        half_weight = torch.where(jx == 0, 0.5, 1.0)[None, :].expand(d, d)[inside]  # (m,)
         coords = coords[:, inside] + self.padded_px // 2  # (b, m, 3) voxel positions
         values = torch.stack([spectra.real, spectra.imag, weights.to(spectra.real.dtype)], -1)[:, inside]
-        coords, values = coords.reshape(-1, 3), values.reshape(-1, 3).double()
+        values = values * half_weight[None, :, None]
         base = torch.floor(coords)
-        frac = (coords - base).double()
-        base = base.long()
+        frac = coords - base
+        corners = self._CORNERS.to(coords.device)
+        idx = base.long()[:, :, None, :] + corners  # (b, m, 8, 3)
+        w = torch.where(corners.bool(), frac[:, :, None, :], 1 - frac[:, :, None, :]).prod(-1)  # (b, m, 8)
         size = self.padded_px
-        for corner in range(8):
-            offset = torch.tensor([(corner >> k) & 1 for k in range(3)], device=coords.device)
-            idx = base + offset
-            w = torch.prod(torch.where(offset.bool(), frac, 1 - frac), dim=-1)
-            valid = ((idx >= 0) & (idx < size)).all(-1)
-            flat = (idx[:, 2] * size + idx[:, 1]) * size + idx[:, 0]
-            self.accumulator.index_add_(0, flat[valid], values[valid] * w[valid, None])
+        valid = ((idx >= 0) & (idx < size)).all(-1)
+        flat = (idx[..., 2] * size + idx[..., 1]) * size + idx[..., 0]
+        contributions = values[:, :, None, :] * w[..., None]  # (b, m, 8, 3)
+        self.accumulator.index_add_(0, flat[valid], contributions[valid].float())
 
     def add(self, other: "FourierBackprojector") -> None:
         """Merge another accumulator of the same size (e.g. the other half-set)."""
         self.accumulator += other.accumulator
 
     def spectrum_and_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(D, D, D)`` complex128 accumulated spectrum and ``(D, D, D)`` float64 weights."""
-        acc = self.accumulator.reshape((self.padded_px,) * 3 + (3,))
-        return torch.complex(acc[..., 0], acc[..., 1]), acc[..., 2]
+        """``(D, D, D)`` complex128 accumulated spectrum and ``(D, D, D)`` float64 weights, with the
+        Hermitian half added (voxel ``k`` receives the conjugate of voxel ``-k``)."""
+        acc = self.accumulator.reshape((self.padded_px,) * 3 + (3,)).double()
+        mirrored = torch.roll(torch.flip(acc, dims=(0, 1, 2)), shifts=(1, 1, 1), dims=(0, 1, 2))
+        spectrum = torch.complex(acc[..., 0] + mirrored[..., 0], acc[..., 1] - mirrored[..., 1])
+        return spectrum, acc[..., 2] + mirrored[..., 2]
 
     def reconstruct(self, regularisation: torch.Tensor | None = None) -> torch.Tensor:
         """Wiener-style division and gridding correction.
