@@ -44,6 +44,6 @@ def run(context: StepContext) -> Report:
     return report
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point (``argv`` defaults to ``sys.argv[1:]``)."""
-    raise SystemExit(run_step(SPEC, run, argv))
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point (``argv`` defaults to ``sys.argv[1:]``); returns the exit status."""
+    return run_step(SPEC, run, argv)

@@ -142,3 +142,36 @@ def test_every_declared_executable_fits_the_gui():
         assert spec.executable.startswith("relion_")  # so RELION always appends --pipeline_control
         assert len(spec.params) <= 10 and "logfile.pdf" in [o.name for o in spec.outputs]
         assert spec.usage().startswith(f"usage: {spec.executable} --o DIR/")
+
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def _pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib")
+    return tomllib.loads(PYPROJECT.read_text())
+
+
+def test_implemented_executables_are_console_scripts():
+    import importlib
+    import importlib.util
+
+    scripts = _pyproject()["project"]["scripts"]
+    implemented = [s for s in SPECS.values() if importlib.util.find_spec(s.entry_point.split(":")[0]) is not None]
+    assert "relion_dynamight_reconstruct" in [s.executable for s in implemented]
+    for spec in implemented:
+        module, function = spec.entry_point.split(":")
+        assert callable(getattr(importlib.import_module(module), function))
+        assert scripts.get(spec.executable) == spec.entry_point, f"pyproject.toml: add {spec.executable} = \"{spec.entry_point}\""
+
+
+def test_install_command_is_a_console_script_and_ships_the_schemes():
+    from fnmatch import fnmatch
+
+    project = _pyproject()
+    assert project["project"]["scripts"].get("relion_dynamight_install_schemes") == "relion_external.install_schemes:main", \
+        'pyproject.toml [project.scripts]: add relion_dynamight_install_schemes = "relion_external.install_schemes:main"'
+    patterns = project["tool"]["setuptools"]["package-data"]["schemes"]
+    root = PYPROJECT.parent / "schemes"
+    for path in root.rglob("*.star"):
+        assert any(fnmatch(path.relative_to(root).as_posix(), p) for p in patterns), f"{path} is not package data"
