@@ -72,6 +72,8 @@ def run_step(spec: StepSpec, step: StepFunction, argv: list[str] | None = None) 
     try:
         with control.lifecycle():
             log.info("%s %s", spec.executable, " ".join(argv))
+            if control.directory is not None:  # a stale declaration must not outlive a failed rerun
+                (control.directory / NODES_FILE).unlink(missing_ok=True)
             _run(spec, step, argv, control)
     except Terminated:
         print(f"ERROR: {spec.executable} terminated (SIGTERM)", file=sys.stderr)

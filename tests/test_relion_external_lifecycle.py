@@ -124,6 +124,14 @@ def test_crash_or_missing_output_fails_without_nodes(project, capsys, crash, ski
     assert "Traceback" in err and ("ZeroDivisionError" in err if crash else "without writing model.pth" in err)
 
 
+def test_a_failed_rerun_leaves_no_stale_declaration(project):
+    assert run_step(TOY, toy_step({}), ["--o", JOB, "--in_parts", "particles.star"]) == 0
+    assert (project / JOB / "RELION_OUTPUT_NODES.star").exists()
+    assert run_step(TOY, toy_step({}), ["--o", JOB, "--in_parts", "particles.star", "--bogus"]) == 1
+    assert sorted(p.name for p in (project / JOB).glob("RELION_JOB_EXIT_*")) == ["RELION_JOB_EXIT_FAILURE"]
+    assert not (project / JOB / "RELION_OUTPUT_NODES.star").exists()
+
+
 def test_missing_file_parameter_names_the_file(project, capsys):
     argv = ["--o", JOB, "--in_parts", "particles.star", "--checkpoint", "Schemes/x/train/checkpoint.pth"]
     assert run_step(TOY, toy_step({}), argv) == 1
@@ -175,3 +183,17 @@ def test_install_command_is_a_console_script_and_ships_the_schemes():
     root = PYPROJECT.parent / "schemes"
     for path in root.rglob("*.star"):
         assert any(fnmatch(path.relative_to(root).as_posix(), p) for p in patterns), f"{path} is not package data"
+
+
+def relion_docs() -> str:
+    """The RELION users' section: docs/relion.md, or README.md once merged there."""
+    root = PYPROJECT.parent
+    docs = root / "docs" / "relion.md"
+    return docs.read_text() if docs.exists() else (root / "README.md").read_text()
+
+
+def test_docs_name_every_executable_parameter_and_output():
+    text = relion_docs()
+    for spec in SPECS.values():
+        for word in [spec.executable, *(p.label for p in spec.params), *(o.name for o in spec.outputs)]:
+            assert f"`{word}`" in text, f"the RELION section of the docs does not mention `{word}` ({spec.executable})"

@@ -223,3 +223,12 @@ def test_install_copies_every_file_and_protects_state(tmp_path, capsys):
     (tmp_path / ".relion_lock_scheme_dynamight").mkdir()
     assert install_main(["--project", str(tmp_path), "--force"]) == 1
     assert "schemer is running" in capsys.readouterr().err
+
+
+def test_docs_list_every_scheme_variable_a_user_sets(scheme):
+    from .test_relion_external_lifecycle import relion_docs
+
+    text = relion_docs()
+    internal = {e for e in scheme.tables["scheme_edges"]["rlnSchemeEdgeBooleanVariable"] if e != "undefined"}
+    for name in set(scheme.variables) - internal:
+        assert f"`{name}`" in text, f"the docs' Scheme variable table lacks `{name}` ({scheme.name})"
