@@ -123,6 +123,8 @@ def _run(spec: StepSpec, step: StepFunction, argv: list[str], control: JobContro
     if context.is_continue:
         log.info("continuing this job (_rlnJobIsContinue 1 in %s)", directory / "job.star")
     report = step(context)
+    for line in report.lines:
+        log.info("%s", line)
     missing = [o.name for o in spec.outputs if o.name != LOGFILE_NAME and not (directory / o.name).is_file()]
     if missing:
         raise RuntimeError(f"{spec.executable} finished without writing {', '.join(missing)} in {directory}")

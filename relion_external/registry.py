@@ -12,7 +12,7 @@ from pathlib import Path
 from .nodes import NodeKind
 from .spec import Input, Output, Param, StepSpec
 
-GPU_ID = Param("gpu_id", int, None, "GPU index; -1 for the CPU; empty: the first GPU if there is one, else the CPU",
+GPU_ID = Param("gpu_id", int, None, "GPU index; -1 for the CPU; not given: the first GPU if there is one, else the CPU",
                minimum=-1)
 PRELOAD = Param("preload_images", bool, False, "read all particle images into memory first")
 LOGFILE = Output("logfile.pdf", NodeKind.LOGFILE, "what the step did: parameters, curves, plots")
@@ -51,7 +51,7 @@ TRAIN = StepSpec(
             Param("n_latent_dimensions", int, 5, "dimensions of the latent space", minimum=1),
             Param("regularization_factor", float, 1.0, "weight of the deformation prior", minimum=0),
             Param("n_epochs", int, 200, "training epochs", minimum=1),
-            Param("initial_threshold", float, None, "map threshold for placing the Gaussians (empty: estimated)"),
+            Param("initial_threshold", float, None, "map threshold for placing the Gaussians (not given: estimated)"),
             _batch(128), GPU_ID, PRELOAD),
     outputs=(Output("checkpoint.pth", None, "the trained models (resumed from on continue)"),
              Output("particles.star", NodeKind.PARTICLES, "the particles with their latent coordinates"), LOGFILE),
