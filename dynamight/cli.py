@@ -19,6 +19,8 @@ from .errors import InputError
 from .runtime import JobControl, Terminated, format_error, setup_logging
 
 COMMANDS = {
+    "optimize-deformations": "optimize_deformations",
+    "optimize-deformations-rigid": "optimize_deformations_rigid",
     "reconstruct": "reconstruct",
     "simulate": "simulate",
 }

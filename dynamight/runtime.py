@@ -45,7 +45,7 @@ def resolve_device(gpu_id: int | None) -> torch.device:
         return torch.device("cpu")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpu_id >= count:
-        raise InputError(f"--gpu-id {gpu_id}: this machine has {count} GPU(s); use -1 for the CPU")
+        raise InputError(f"GPU {gpu_id} requested (gpu id), but this machine has {count} GPU(s); use -1 for the CPU")
     return torch.device(f"cuda:{gpu_id}")
 
 
@@ -123,8 +123,9 @@ class Progress:
     Every :meth:`advance` also checks for an abort request.
     """
 
-    def __init__(self, job: JobControl, description: str, total: int):
+    def __init__(self, job: JobControl, description: str, total: int, log_lines: bool = True):
         self.job, self.description, self.total, self.done = job, description, total, 0
+        self.log_lines = log_lines
         self._bar = None
         self._next_report = 0.1
         self._start = time.time()
@@ -139,7 +140,7 @@ class Progress:
         self.done += n
         if self._bar is not None:
             self._bar.update(self._task, advance=n)
-        elif self.total and self.done / self.total >= self._next_report:
+        elif self.log_lines and self.total and self.done / self.total >= self._next_report:
             log.info("%s: %d/%d (%.0f s)", self.description, self.done, self.total, time.time() - self._start)
             self._next_report += 0.1
         self.job.check_abort()
@@ -150,9 +151,10 @@ class Progress:
 
 
 @contextlib.contextmanager
-def progress(job: JobControl, description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """``with progress(job, "reconstructing", n) as advance: ... advance(k)``."""
-    p = Progress(job, description, total)
+def progress(job: JobControl, description: str, total: int, log_lines: bool = True) -> Iterator[Callable[[int], None]]:
+    """``with progress(job, "reconstructing", n) as advance: ... advance(k)``; ``log_lines=False``
+    when the caller logs its own line per epoch."""
+    p = Progress(job, description, total, log_lines)
     try:
         yield p.advance
     finally:

@@ -62,4 +62,4 @@ def test_missing_gpu_is_a_clear_error(tiny_project, tmp_path, caplog):
         pytest.skip("machine has GPUs")
     code = main(["reconstruct", "--refinement-star-file", str(tiny_project / "particles.star"), "--output-directory",
                  str(tmp_path), "--gpu-id", "0"])
-    assert code == 1 and "--gpu-id 0" in caplog.text
+    assert code == 1 and "GPU 0 requested" in caplog.text

@@ -58,7 +58,9 @@ def project_gaussians(positions_angstrom: torch.Tensor, amplitudes: torch.Tensor
     Returns:
         ``(b, d, d)`` images, ``[y, x]``, in the units of a voxel-sum projection.
     """
-    rotated = torch.einsum("bij,...nj->bni", rotations[:, :2, :], positions_angstrom)  # (b, n, 2)
+    if positions_angstrom.ndim == 2:
+        positions_angstrom = positions_angstrom.expand(rotations.shape[0], -1, -1)
+    rotated = torch.einsum("bij,bnj->bni", rotations[:, :2, :], positions_angstrom)  # (b, n, 2)
     scale = amplitudes * math.sqrt(2 * math.pi) * sigma_angstrom / pixel_size_angstrom
     gx = _profiles(rotated[..., 0], sigma_angstrom, box_px, pixel_size_angstrom)  # (b, n, d)
     gy = _profiles(rotated[..., 1], sigma_angstrom, box_px, pixel_size_angstrom) * scale[:, None]

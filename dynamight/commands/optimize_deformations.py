@@ -1,0 +1,47 @@
+"""``dynamight optimize-deformations``: learn per-particle deformations of a Gaussian model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..runtime import JobControl
+
+HELP = "Learn a latent space and per-particle deformations of a Gaussian model of the consensus map (two half-set models)."
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    refinement_star_file: Path = Field(description="particle STAR file of the consensus refinement (poses, CTF, rlnRandomSubset)")
+    output_directory: Path = Field(description="output directory (forward_deformations/ is written inside)")
+    initial_model: Path | None = Field(None, description="consensus map (MRC) to fit the Gaussians to")
+    initial_threshold: float | None = Field(None, description="density threshold for the Gaussian fit (default: automatic, Otsu)")
+    atomic_model: Path | None = Field(None, description="PDB/mmCIF model whose atoms become the Gaussians")
+    mask_file: Path | None = Field(None, description="mask: Gaussians outside it (value < 0.5) do not move")
+    checkpoint_file: Path | None = Field(None, description="resume from this checkpoint (default: the latest in the output directory)")
+    n_gaussians: int = Field(30000, ge=2, description="number of Gaussians")
+    n_latent_dimensions: int = Field(6, ge=1, description="latent space dimensions")
+    regularization_factor: float = Field(0.9, ge=0, description="weight of the distance prior relative to the data (gradient-norm balanced)")
+    batch_size: int = Field(128, ge=1, description="particles per batch")
+    n_epochs: int = Field(150, ge=1, description="training epochs")
+    gpu_id: int | None = Field(None, description="GPU to use; -1 for the CPU (default: first GPU, else CPU)")
+    n_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default)")
+    preload_images: bool = Field(False, description="read all images into memory first")
+    particle_diameter: float | None = Field(None, gt=0, description="particle diameter in Å for the encoder's mask (default: from the model)")
+    n_positional_encoding_dimensions: int = Field(6, ge=1, description="positional-encoding octaves per axis")
+    n_linear_layers: int = Field(8, ge=2, description="decoder layers")
+    n_neurons_per_layer: int = Field(32, ge=4, description="decoder width")
+    n_encoder_neurons: int = Field(256, ge=8, description="encoder width")
+    latent_learning_rate: float = Field(0.05, gt=0, description="learning rate of the per-particle latent codes")
+    latent_noise: float = Field(0.1, ge=0, description="noise added to the latent codes while training (smooths the decoder)")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
+    validation_fraction: float = Field(0.1, ge=0, lt=0.5, description="fraction of each half-set held out for validation")
+    seed: int = Field(0, description="random seed")
+
+
+def run(config: Config, job: JobControl) -> None:
+    from ..training.run import optimize_deformations
+
+    optimize_deformations(config, job, deformation_masks=None)

@@ -1,0 +1,98 @@
+"""Decoders: latent z -> per-Gaussian displacements (free-form, or one rigid motion per body)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+
+def positional_encoding(positions: torch.Tensor, extent_angstrom: float, n_frequencies: int) -> torch.Tensor:
+    """``(n, 3)`` positions (Å) -> ``(n, 6 F)`` sin/cos at ``pi 2^k / extent`` for ``k < F``."""
+    scaled = positions / extent_angstrom
+    freqs = math.pi * 2.0 ** torch.arange(n_frequencies, device=positions.device, dtype=positions.dtype)
+    arg = (scaled[:, :, None] * freqs).flatten(1)
+    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
+
+
+class DisplacementDecoder(nn.Module):
+    """``[PE(c_j), z] -> MLP -> delta_j`` with the last layer zero-initialised (no motion at start).
+
+    The first layer is split into a per-Gaussian and a per-particle part, so the ``(b, n)``
+    broadcast starts at the first hidden layer.
+    """
+
+    def __init__(self, n_latent: int, extent_angstrom: float, n_frequencies: int = 6, hidden: int = 32,
+                 n_layers: int = 8, step_angstrom: float = 1.0):
+        super().__init__()
+        self.extent_angstrom, self.n_frequencies, self.step_angstrom = extent_angstrom, n_frequencies, step_angstrom
+        self.from_position = nn.Linear(6 * n_frequencies, hidden)
+        self.from_latent = nn.Linear(n_latent, hidden, bias=False)
+        self.hidden = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(n_layers - 2))
+        self.out = nn.Linear(hidden, 3)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, z: torch.Tensor, positions: torch.Tensor, movable: torch.Tensor) -> torch.Tensor:
+        """Displacements.
+
+        Args:
+            z: ``(b, l)`` latent codes.
+            positions: ``(n, 3)`` consensus positions, Å.
+            movable: ``(n,)`` 1 inside the deformation mask, 0 outside.
+
+        Returns:
+            ``(b, n, 3)`` displacements in Å (zero where ``movable`` is 0).
+        """
+        pe = positional_encoding(positions, self.extent_angstrom, self.n_frequencies)
+        h = torch.relu(self.from_position(pe)[None] + self.from_latent(z)[:, None])
+        for layer in self.hidden:
+            h = torch.relu(layer(h))
+        return self.out(h) * self.step_angstrom * movable[None, :, None]
+
+
+def axis_angle_to_matrix(v: torch.Tensor) -> torch.Tensor:
+    """``(..., 3)`` rotation vectors (radians) -> ``(..., 3, 3)`` matrices (Rodrigues, safe at 0)."""
+    theta2 = (v * v).sum(-1, keepdim=True)[..., None]
+    theta = torch.sqrt(theta2 + 1e-12)
+    x, y, z = v.unbind(-1)
+    zero = torch.zeros_like(x)
+    k = torch.stack([torch.stack([zero, -z, y], -1), torch.stack([z, zero, -x], -1),
+                     torch.stack([-y, x, zero], -1)], -2)
+    eye = torch.eye(3, device=v.device, dtype=v.dtype).expand(k.shape)
+    a = torch.sin(theta) / theta
+    b = (1 - torch.cos(theta)) / (theta2 + 1e-12)
+    b = torch.where(theta2 < 1e-8, torch.full_like(b, 0.5), b)
+    return eye + a * k + b * (k @ k)
+
+
+class RigidBodyDecoder(nn.Module):
+    """z -> one rotation and translation per body; each body rotates about its own centre."""
+
+    def __init__(self, n_latent: int, n_bodies: int, hidden: int = 64, n_layers: int = 3, step_angstrom: float = 1.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = n_latent
+        for _ in range(n_layers - 1):
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        self.net = nn.Sequential(*layers)
+        self.out = nn.Linear(width, 6 * n_bodies)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.n_bodies, self.step_angstrom = n_bodies, step_angstrom
+
+    def forward(self, z: torch.Tensor, positions: torch.Tensor, body: torch.Tensor) -> torch.Tensor:
+        """``(b, l)``, ``(n, 3)`` Å, ``(n,)`` body index (-1: no body) -> ``(b, n, 3)`` displacements, Å."""
+        params = self.out(self.net(z)).reshape(z.shape[0], self.n_bodies, 6)
+        rotation = axis_angle_to_matrix(params[..., :3] * 0.05)  # (b, k, 3, 3)
+        translation = params[..., 3:] * self.step_angstrom  # (b, k, 3)
+        inside = body >= 0
+        index = body.clamp(min=0)
+        counts = torch.zeros(self.n_bodies, device=positions.device).index_add_(0, index[inside], torch.ones_like(index[inside], dtype=positions.dtype))
+        centres = torch.zeros(self.n_bodies, 3, device=positions.device).index_add_(0, index[inside], positions[inside])
+        centres = centres / counts.clamp(min=1)[:, None]
+        relative = positions - centres[index]  # (n, 3)
+        moved = torch.einsum("bnij,nj->bni", rotation[:, index], relative) + translation[:, index]
+        return (moved - relative) * inside[None, :, None]

@@ -1,0 +1,1 @@
+"""Training of the forward deformation model (one model per half-set)."""

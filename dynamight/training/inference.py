@@ -1,0 +1,102 @@
+"""Latent codes and displacements of particles after training.
+
+Training particles keep the codes learnt for them. Any other particle (validation, or another
+half's) is encoded, then its code is refined against the frozen decoder by a few Adam steps on
+``whitened data term + |z|^2 / 2`` (the same objective the training codes minimised).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.batches import ParticleBatch, group_batches, load_batch
+from ..data.images import ParticleImages
+from ..data.particles import ParticleTable
+from ..reconstruction.imaging import batch_ctf, centred_spectra
+from .losses import data_term
+from .model import ForwardModel
+
+REFINE_STEPS = 30
+
+
+def refine_latents(model: ForwardModel, batch: ParticleBatch, weights: torch.Tensor, z0: torch.Tensor,
+                   steps: int = REFINE_STEPS, lr: float = 0.05) -> torch.Tensor:
+    """``(b, l)`` codes minimising the training objective for a batch, from ``z0``."""
+    ctf = batch_ctf(batch)
+    spectra = centred_spectra(batch)
+    z = z0.detach().clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([z], lr=lr)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        predicted = model.predict(model.positions + model.displacements(z), batch.rotations, ctf)
+        loss = (data_term(spectra, predicted, weights) + 0.5 * z.pow(2).sum(-1)).sum()
+        loss.backward()
+        optimiser.step()
+    return z.detach()
+
+
+def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.Tensor, trained: np.ndarray,
+                     table: ParticleTable, images: ParticleImages, indices: np.ndarray, batch_size: int,
+                     device: torch.device) -> np.ndarray:
+    """Codes of the given particles.
+
+    Args:
+        weights: ``(d, d)`` noise whitening weights of this model.
+        learnt: ``(n_particles, l)`` the model's learnt codes (valid where ``trained``).
+        trained: ``(n_particles,)`` bool, particles this model trained on.
+
+    Returns:
+        ``(len(indices), l)`` codes in the order of ``indices``.
+    """
+    model.eval()
+    out = np.zeros((len(indices), learnt.shape[1]), dtype=np.float32)
+    position = {int(p): i for i, p in enumerate(indices)}
+    for idx in group_batches(table, indices, batch_size):
+        rows = [position[int(p)] for p in idx]
+        z = learnt[torch.as_tensor(idx)].to(device)
+        new = ~trained[idx]
+        if new.any():
+            batch = load_batch(table, images, idx[new], device)
+            with torch.no_grad():
+                mu, _ = model.encode(centred_spectra(batch), batch_ctf(batch), batch.rotations)
+            z[torch.as_tensor(new)] = refine_latents(model, batch, weights.to(device), mu)
+        out[rows] = z.cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def displacements_of(model: ForwardModel, z: np.ndarray, batch_size: int, device: torch.device):
+    """Yield ``(rows, (b, n, 3) displacements in Å)`` for codes ``(m, l)`` in batches."""
+    for start in range(0, len(z), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(z)))
+        yield rows, model.displacements(torch.as_tensor(z[rows], device=device))
+
+
+def movable_mask(model: ForwardModel) -> torch.Tensor:
+    """``(n,)`` bool, Gaussians that can move."""
+    return (model.body >= 0) if model.rigid else (model.movable > 0)
+
+
+def rms_displacement(model: ForwardModel, z: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+    """``(m,)`` RMS displacement over movable Gaussians (Å) for codes ``(m, l)``."""
+    out = np.zeros(len(z), dtype=np.float32)
+    movable = movable_mask(model)
+    for rows, delta in displacements_of(model, z, batch_size, device):
+        out[rows] = delta[:, movable].pow(2).sum(-1).mean(-1).sqrt().cpu().numpy()
+    return out
+
+
+def disagreement(models: tuple[ForwardModel, ForwardModel], z1: np.ndarray, z2: np.ndarray, batch_size: int,
+                 device: torch.device) -> np.ndarray:
+    """``(m,)`` RMS difference (Å, movable Gaussians) between the two half models' displacements of
+    the same particles (codes ``z1`` under model 1, ``z2`` under model 2): the error estimate."""
+    out = np.zeros(len(z1), dtype=np.float32)
+    movable = movable_mask(models[0])
+    with torch.no_grad():
+        for start in range(0, len(z1), batch_size):
+            rows = slice(start, start + batch_size)
+            d1 = models[0].displacements(torch.as_tensor(z1[rows], device=device))
+            d2 = models[1].displacements(torch.as_tensor(z2[rows], device=device))
+            out[rows] = (d1 - d2)[:, movable].pow(2).sum(-1).mean(-1).sqrt().cpu().numpy()
+    return out

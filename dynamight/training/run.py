@@ -1,0 +1,165 @@
+"""The ``optimize-deformations`` step: set up, train both halves epoch by epoch with a checkpoint
+after every epoch, then write latents and models."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.batches import load_batch
+from ..data.images import ParticleImages
+from ..data.particles import read_particles
+from ..errors import InputError
+from ..model.gaussians import GaussianModel
+from ..model.graph import DistancePrior
+from ..reconstruction.imaging import batch_ctf, centred_spectra
+from ..runtime import JobControl, progress, resolve_device, save_config
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .deformations import HalfState, train_epoch
+from .inference import disagreement, particle_latents, rms_displacement
+from .losses import NoiseSpectrum, data_term
+from .model import ForwardModel
+from .outputs import write_gaussians, write_latents
+from .setup import body_assignment, consensus_gaussians, mask_values, validation_split
+
+log = logging.getLogger(__name__)
+
+
+def _initialise(state: HalfState, batch, device) -> None:
+    """Encoder input scale, image scale (least squares) and noise spectrum from a first batch."""
+    model = state.model
+    with torch.no_grad():
+        ctf = batch_ctf(batch)
+        spectra = centred_spectra(batch)
+        predicted = model.predict(model.positions.expand(len(batch.indices), -1, -1), batch.rotations, ctf)
+        scale = (spectra * predicted.conj()).real.sum() / predicted.abs().pow(2).sum().clamp(min=1e-30)
+        model.log_scale.fill_(float(torch.log(scale.clamp(min=1e-6))))
+        model.input_scale.fill_(1.0 / float(model.encoder_input(spectra, ctf, batch.rotations).std()))
+        state.noise.accumulate(spectra - predicted * scale)
+        state.noise.update()
+
+
+def _new_state(config, gaussians: GaussianModel, movable, body, n_bodies, box, pixel, radius_px, device,
+               n_particles: int, seed: int) -> HalfState:
+    model = ForwardModel(gaussians, movable, box, pixel, config.n_latent_dimensions, radius_px, body, n_bodies,
+                         config.n_positional_encoding_dimensions, config.n_linear_layers, config.n_neurons_per_layer,
+                         config.n_encoder_neurons).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    latents = torch.nn.Embedding(n_particles, config.n_latent_dimensions, sparse=True).to(device)
+    with torch.no_grad():
+        latents.weight.copy_(0.1 * torch.randn(latents.weight.shape, generator=torch.Generator().manual_seed(seed)))
+    latent_optimiser = torch.optim.SparseAdam(list(latents.parameters()), lr=config.latent_learning_rate)
+    return HalfState(model, DistancePrior(gaussians.positions_angstrom.to(device)), NoiseSpectrum(box, device),
+                     optimiser, config.regularization_factor, latents, latent_optimiser,
+                     latent_noise=config.latent_noise)
+
+
+def optimize_deformations(config, job: JobControl, deformation_masks: Path | None) -> None:
+    if config.n_threads:
+        torch.set_num_threads(config.n_threads)
+    device = resolve_device(config.gpu_id)
+    out = config.output_directory / "forward_deformations"
+    checkpoints = out / "checkpoints"
+    table = read_particles(config.refinement_star_file, seed=config.seed)
+    if len({(g.box_px, g.pixel_size_angstrom) for g in table.optics_groups}) > 1:
+        raise InputError(f"{config.refinement_star_file}: optics groups have different box or pixel sizes; "
+                         f"training needs one (re-extract or rescale the particles)")
+    box, pixel = table.optics_groups[0].box_px, table.optics_groups[0].pixel_size_angstrom
+    images = ParticleImages(table, preload=config.preload_images)
+
+    resume = config.checkpoint_file or latest_checkpoint(checkpoints)
+    if resume is not None:
+        saved = load_checkpoint(resume)
+        gaussians = GaussianModel.from_state_dict(saved["gaussians"])
+        validation = saved["validation"].numpy()
+        movable, body, n_bodies = saved["movable"], saved["body"], int(saved["n_bodies"])
+        start_epoch = int(saved["epoch"]) + 1
+        log.info("resuming from %s (epoch %d done)", resume, start_epoch)
+    else:
+        gaussians, _, curve = consensus_gaussians(config.initial_model, config.atomic_model, config.initial_threshold,
+                                                   config.n_gaussians, box, pixel, config.seed)
+        movable = torch.ones(len(gaussians))
+        if config.mask_file is not None:
+            movable = (mask_values(config.mask_file, gaussians, box, pixel, "mask") >= 0.5).float()
+        body, n_bodies = (body_assignment(deformation_masks, gaussians, box, pixel) if deformation_masks
+                          else (torch.full((len(gaussians),), -1), 0))
+        validation = validation_split(table.half_set, config.validation_fraction, config.seed)
+        start_epoch = 0
+        out.mkdir(parents=True, exist_ok=True)
+        write_gaussians(out / "consensus_gaussians.star", gaussians)
+
+    extent = float((gaussians.positions_angstrom.norm(dim=-1) + 2 * gaussians.sigma_angstrom).max())
+    diameter = config.particle_diameter or 2 * extent
+    radius_px = min(diameter / 2 / pixel, box / 2)
+    states = {h: _new_state(config, gaussians, movable, body, n_bodies, box, pixel, radius_px, device, len(table),
+                            config.seed + h) for h in (1, 2)}
+    train = {h: np.flatnonzero((table.half_set == h) & ~validation) for h in (1, 2)}
+    if any(len(t) == 0 for t in train.values()):
+        raise InputError(f"{config.refinement_star_file}: a half-set has no training particles")
+    if resume is not None:
+        for h in (1, 2):
+            states[h].load_state_dict(saved["halves"][str(h)])
+    else:
+        for h in (1, 2):
+            _initialise(states[h], load_batch(table, images, train[h][: config.batch_size], device), device)
+    save_config(config.output_directory / "config.json", config)
+    writer = _tensorboard(out / "tensorboard")
+
+    def payload(epoch: int) -> dict:
+        return {"epoch": epoch, "config": config.model_dump(mode="json"), "gaussians": gaussians.state_dict(),
+                "validation": torch.from_numpy(validation), "movable": movable, "body": body, "n_bodies": n_bodies,
+                "mask_radius_px": radius_px, "halves": {str(h): states[h].state_dict() for h in (1, 2)}}
+
+    n_per_epoch = len(train[1]) + len(train[2])
+    with progress(job, "training", n_per_epoch * (config.n_epochs - start_epoch), log_lines=False) as advance:
+        for epoch in range(start_epoch, config.n_epochs):
+            results = {h: train_epoch(states[h], table, images, train[h], epoch, h, config.seed, config.batch_size,
+                                      device, advance) for h in (1, 2)}
+            log.info("epoch %d/%d | %s", epoch + 1, config.n_epochs, " | ".join(
+                f"half {h}: data {r['data']:.4f} kl {r['kl']:.2f} prior {r['prior']:.3g} lambda {r['lambda']:.3g} "
+                f"{r['seconds']:.1f} s" for h, r in results.items()))
+            if writer is not None:
+                for h, r in results.items():
+                    for key in ("data", "kl", "prior", "lambda"):
+                        writer.add_scalar(f"half{h}/{key}", r[key], epoch)
+                writer.flush()
+            save_checkpoint(checkpoints / f"{epoch:03d}.pth", payload(epoch))
+    save_checkpoint(out / "checkpoint_final.pth", payload(config.n_epochs - 1))
+    trained = {h: np.isin(np.arange(len(table)), train[h]) for h in (1, 2)}
+    _write_latents(config, table, images, states, validation, trained, device, out)
+    if writer is not None:
+        writer.close()
+
+
+def _write_latents(config, table, images, states, validation, trained, device, out: Path) -> None:
+    """Each particle's code under its own half's model; error estimates for validation particles."""
+    n = len(table)
+    latents = np.zeros((n, config.n_latent_dimensions), dtype=np.float32)
+    rms = np.zeros(n, dtype=np.float32)
+    codes = {}
+    held_out = np.flatnonzero(validation)
+    for h in (1, 2):
+        model, weights, learnt = states[h].model, states[h].noise.weights(), states[h].latents.weight.detach().cpu()
+        members = np.flatnonzero(table.half_set == h)
+        latents[members] = particle_latents(model, weights, learnt, trained[h], table, images, members,
+                                            config.batch_size, device)
+        rms[members] = rms_displacement(model, latents[members], config.batch_size, device)
+        codes[h] = particle_latents(model, weights, learnt, trained[h], table, images, held_out,
+                                    config.batch_size, device)
+    errors = np.full(n, np.nan, dtype=np.float32)
+    if len(held_out):
+        errors[held_out] = disagreement((states[1].model, states[2].model), codes[1], codes[2], config.batch_size, device)
+    write_latents(out / "latents.star", table, latents, validation, rms, errors)
+    log.info("wrote %s (%d particles, %d for validation)", out / "latents.star", n, int(validation.sum()))
+
+
+def _tensorboard(directory: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed: no TensorBoard event files")
+        return None
+    return SummaryWriter(str(directory))
