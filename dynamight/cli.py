@@ -19,6 +19,7 @@ from .errors import InputError
 from .runtime import JobControl, Terminated, format_error, setup_logging
 
 COMMANDS = {
+    "explore-latent-space": "explore_latent_space",
     "optimize-deformations": "optimize_deformations",
     "optimize-deformations-rigid": "optimize_deformations_rigid",
     "reconstruct": "reconstruct",
@@ -33,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dynamight {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
-        module = importlib.import_module(f".commands.{module_name}", __package__)
+        try:
+            module = importlib.import_module(f".commands.{module_name}", __package__)
+        except ModuleNotFoundError as exc:  # a command still being written
+            if exc.name != f"{__package__}.commands.{module_name}":
+                raise
+            continue
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         add_config_arguments(p, module.Config)
         p.add_argument("--pipeline-control", "--pipeline_control", dest="pipeline_control", type=Path,
