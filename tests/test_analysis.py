@@ -84,6 +84,8 @@ def test_pca_finds_the_main_direction_and_inverts():
     frames = e.direction_codes(0, 10)
     assert np.allclose(e.scores(frames)[:, 0], np.linspace(-2, 2, 10) * e.std[0], atol=1e-5)
     assert np.allclose(e.scores(e.to_latent(e.coords[:5])), e.coords[:5], atol=1e-5)
+    few = embed(z[:20] * [1.0, 1.0, 50.0], basis=z)  # directions from another (larger) set of codes
+    assert np.allclose(few.components, e.components) and np.allclose(few.coords, (z[:20] * [1, 1, 50] - e.mean) @ e.components.T)
 
 
 def test_umap_without_umap_learn_is_a_clear_error(monkeypatch):

@@ -80,6 +80,14 @@ class ConformationDecoder:
         return out.cpu()
 
 
+def displacements_at(model: ForwardModel, z: torch.Tensor, subset: torch.Tensor) -> torch.Tensor:
+    """``(b, l)`` codes -> ``(b, s, 3)`` displacements (Å) of the Gaussians ``subset`` only (a
+    free-form decoder evaluates just those; a rigid one needs every body's centre)."""
+    if getattr(model, "rigid", False) or not hasattr(model, "decoder"):
+        return model.displacements(z)[:, subset]
+    return model.decoder(z, model.positions[subset], model.movable[subset])
+
+
 def matched_codes(decoder: ConformationDecoder, z_source: np.ndarray, source: int, target: int,
                   pool: np.ndarray, n_points: int = 512, steps: int = 150, batch_size: int = 256,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -105,21 +113,21 @@ def matched_codes(decoder: ConformationDecoder, z_source: np.ndarray, source: in
     out = np.zeros_like(z_source, dtype=np.float32)
     mismatch = np.zeros(len(z_source), dtype=np.float32)
     with torch.no_grad():
-        pool_fields = tgt.displacements(pool_t)[:, subset].flatten(1)
+        pool_fields = displacements_at(tgt, pool_t, subset).flatten(1)
     for start in range(0, len(z_source), batch_size):
         rows = slice(start, start + batch_size)
         with torch.no_grad():
-            wanted = src.displacements(torch.as_tensor(z_source[rows], device=decoder.device))[:, subset]
+            wanted = displacements_at(src, torch.as_tensor(z_source[rows], device=decoder.device), subset)
             nearest = torch.cdist(wanted.flatten(1), pool_fields).argmin(dim=1)
         z = pool_t[nearest].clone().requires_grad_(True)
         optimiser = torch.optim.Adam([z], lr=0.05)
         for _ in range(steps):
             optimiser.zero_grad()
-            loss = (tgt.displacements(z)[:, subset] - wanted).pow(2).sum(-1).mean(-1)
+            loss = (displacements_at(tgt, z, subset) - wanted).pow(2).sum(-1).mean(-1)
             loss.sum().backward()
             optimiser.step()
         with torch.no_grad():
-            final = (tgt.displacements(z)[:, subset] - wanted).pow(2).sum(-1).mean(-1).sqrt()
+            final = (displacements_at(tgt, z, subset) - wanted).pow(2).sum(-1).mean(-1).sqrt()
         out[rows] = z.detach().cpu().numpy()
         mismatch[rows] = final.cpu().numpy()
     return out, mismatch

@@ -80,8 +80,11 @@ def principal_directions(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return mean, components, std, explained
 
 
-def embed(z: np.ndarray, method: str = "PCA", seed: int = 0) -> Embedding:
+def embed(z: np.ndarray, method: str = "PCA", seed: int = 0, basis: np.ndarray | None = None) -> Embedding:
     """Embed ``(m, l)`` codes in 2D.
+
+    ``basis``: ``(p, l)`` codes whose principal directions are used (default: ``z``'s own), e.g. all
+    of the reference model's particles when ``z`` is the smaller validation set.
 
     Raises:
         InputError: an unknown method, or UMAP without ``umap-learn`` installed.
@@ -89,7 +92,7 @@ def embed(z: np.ndarray, method: str = "PCA", seed: int = 0) -> Embedding:
     if method not in METHODS:
         raise InputError(f"--dimensionality-reduction-method {method}: expected one of {', '.join(METHODS)}")
     z = np.asarray(z, dtype=np.float32)
-    mean, components, std, explained = principal_directions(z)
+    mean, components, std, explained = principal_directions(z if basis is None else basis)
     if method == "PCA":
         coords = (z - mean) @ components.T
     else:

@@ -3,7 +3,8 @@ embedding, clusters and properties, and the decoders that turn any point of it i
 
 Half-set 0 mixes two independently trained models, whose latent spaces differ. Its common space is
 half 1's: a half-2 particle is placed there at the half-1 code that reproduces its half-2
-deformation (:func:`.decoding.matched_codes`). A particle itself is always decoded by its own
+deformation (:func:`.decoding.matched_codes`), and the principal directions are those of all of
+half 1's codes (better determined than from the small validation set). A particle itself is always decoded by its own
 half's model; a point of the space (a trajectory, a cluster centre) by the reference model.
 """
 
@@ -119,7 +120,9 @@ def analyse(latents: LatentSet, decoder: ConformationDecoder, method: str = "PCA
                                                            batch_size=batch_size)
             log.info("half-set 0: %d half-2 particles placed in half 1's latent space (RMS mismatch median %.2f Å)",
                      len(other), float(np.median(mismatch[other])))
-    embedding = embed(common, method, seed)
+    # half-set 0: the main directions of the reference model's latent space, from all its particles
+    basis = latents.all_z[latents.all_half == reference] if half_set == 0 else None
+    embedding = embed(common, method, seed, basis)
     labels, centres = kmeans(common, n_clusters, seed)
     labels, centres = order_by(labels, centres, embedding.scores(centres)[:, 0])
     properties = particle_properties(decoder, latents, embedding.coords, labels, batch_size, seed)

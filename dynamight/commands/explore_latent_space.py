@@ -36,6 +36,8 @@ class Config(BaseModel):
                                               "latent_space.star, plots; maps/, movies/, subsets/)")
     n_clusters: int = Field(6, ge=1, description="k-means clusters: one map and one particle subset each")
     n_movie_frames: int = Field(10, ge=2, description="frames of each movie (along a principal direction or a drawn path)")
+    screenshot: Path | None = Field(None, description="open the explorer, show the particle that moves most, save a "
+                                                      "PNG of the window here and close (for documentation)")
     batch_size: int = Field(128, ge=1, description="particles per batch")
     gpu_id: int | None = Field(None, description="GPU to use; -1 for the CPU (default: first GPU, else CPU)")
     n_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default)")
@@ -93,4 +95,4 @@ def run(config: Config, job: JobControl) -> None:
     job.check_abort()
     from ..viewer.window import open_explorer
 
-    open_explorer(space, config.output_directory, config.n_movie_frames)
+    open_explorer(space, config.output_directory, config.n_movie_frames, config.screenshot)
