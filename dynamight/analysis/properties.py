@@ -130,7 +130,7 @@ def particle_properties(decoder: ConformationDecoder, latents: LatentSet, coords
     values["rot"] = latents.angles_deg[:, 0].copy()
     values["shift"] = np.linalg.norm(latents.origins_angstrom, axis=1)
     values["density"] = local_density(coords, seed=seed, device=decoder.device)
-    values["cluster"] = np.asarray(labels) + 1
+    values["cluster"] = np.asarray(labels, dtype=np.float64) + 1
     if latents.half_set == 0:
         values["error"] = latents.error_estimate.copy()
         values["half"] = latents.half.astype(np.float64)
