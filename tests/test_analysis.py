@@ -96,6 +96,17 @@ def test_umap_without_umap_learn_is_a_clear_error(monkeypatch):
         embed(np.zeros((5, 2)), "TSNE")
 
 
+def test_umap_embedding_when_installed():
+    pytest.importorskip("umap")
+    rng = np.random.default_rng(3)
+    t = rng.uniform(-1, 1, 300)
+    z = np.stack([t, t**2, rng.normal(0, 0.01, 300)], axis=1)
+    e = embed(z, "UMAP", seed=1)
+    assert e.method == "UMAP" and e.coords.shape == (300, 2) and np.isfinite(e.coords).all()
+    assert np.allclose(e.to_latent(e.coords[:5]), z[:5], atol=1e-4)  # a particle's own point gives back its code
+    assert abs(spearman(e.scores(z)[:, 0], t)) > 0.9  # the principal directions stay those of the codes
+
+
 def test_kmeans_recovers_separated_clusters_and_is_seeded():
     rng = np.random.default_rng(1)
     centres = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])

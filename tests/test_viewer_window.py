@@ -159,6 +159,7 @@ class Truth:
 
 def isolated(panel, coords) -> int:
     """The particle farthest (in screen pixels) from its nearest neighbour: a click cannot miss it."""
+    panel.canvas.draw()  # the final layout
     pixels = panel.axes.transData.transform(coords)
     distance = np.linalg.norm(pixels[:, None] - pixels[None], axis=-1) + np.eye(len(coords)) * 1e9
     return int(distance.min(1).argmax())

@@ -102,6 +102,11 @@ class EmbeddingPanel(QWidget):
         self.canvas.draw_idle()
         self.on_change()
 
+    def pixels_per_unit(self) -> np.ndarray:
+        """``(2,)`` screen pixels per data unit along x and y (the nearest point is the nearest on screen)."""
+        corners = self.axes.transData.transform([[0.0, 0.0], [1.0, 1.0]])
+        return np.abs(corners[1] - corners[0])
+
     # events
     def _colour_changed(self, _: int) -> None:
         self.state.set_colour(self.colour_box.currentData())
@@ -119,7 +124,7 @@ class EmbeddingPanel(QWidget):
         if event.inaxes is not self.axes or event.button != 1 or event.xdata is None:
             return
         if self.state.action == "click":
-            self.state.click((event.xdata, event.ydata))
+            self.state.click((event.xdata, event.ydata), self.pixels_per_unit())
             self.refresh()
             return
         self.drawing = [(event.xdata, event.ydata)]

@@ -100,13 +100,16 @@ class ExplorerState:
         self._positions, self._volumes, self.showing = positions, None, showing
 
     # actions
-    def nearest(self, point) -> int:
-        """Index of the particle nearest to ``point`` ``(2,)`` of the embedding."""
-        return int(np.linalg.norm(self.space.embedding.coords - np.asarray(point, dtype=np.float64), axis=1).argmin())
+    def nearest(self, point, scale=(1.0, 1.0)) -> int:
+        """Index of the particle nearest to ``point`` ``(2,)`` of the embedding, distances measured
+        after scaling the axes by ``scale`` ``(2,)`` (e.g. screen pixels per unit, as the plot shows them)."""
+        offset = (self.space.embedding.coords - np.asarray(point, dtype=np.float64)) * np.asarray(scale)
+        return int(np.linalg.norm(offset, axis=1).argmin())
 
-    def click(self, point) -> int:
-        """Select the particle nearest to ``point``; show its conformation. Returns its index."""
-        self.selected = self.nearest(point)
+    def click(self, point, scale=(1.0, 1.0)) -> int:
+        """Select the particle nearest to ``point`` (see :meth:`nearest`); show its conformation.
+        Returns its index."""
+        self.selected = self.nearest(point, scale)
         self._show(self.space.particle_positions(self.selected)[None], "particle")
         row = self.space.latents.rows[self.selected]
         name = self.space.latents.table.particles["rlnImageName"].iloc[row]
@@ -143,11 +146,11 @@ class ExplorerState:
         self.message = f"wrote {self.last_count} particles to {path}"
         return path
 
-    def finish_shape(self, vertices: np.ndarray) -> None:
-        """A shape drawn in the embedding, read according to the action."""
+    def finish_shape(self, vertices: np.ndarray, scale=(1.0, 1.0)) -> None:
+        """A shape drawn in the embedding, read according to the action (``scale``: see :meth:`nearest`)."""
         vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 2)
         if self.action == "click":
-            self.click(vertices[-1])
+            self.click(vertices[-1], scale)
         elif self.action == "trajectory":
             self.draw_trajectory(vertices)
         elif self.action == "count":

@@ -39,6 +39,7 @@ class Explorer:
         if show:
             self.viewer.window.resize(1500, 850)
         self.update_view()
+        self.viewer.layers.selection.active = self.viewer.layers["conformation"]
 
     def _points(self, positions: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """``(f, n, 3)`` centres (Å, xyz) -> napari points ``(f n, 3 or 4)`` [frame,] z, y, x and
