@@ -132,6 +132,11 @@ def test_dropdowns_save_and_representation(spaces, tmp_path):
     state.set_action("click")
     state.finish_shape(np.array([[0.0, 0.0], spaces[0].embedding.coords[5]]))
     assert state.selected == state.nearest(spaces[0].embedding.coords[5])
+    state.set_action("trajectory")  # half-set 0: movies through the common (half 1) space
+    state.finish_shape(spaces[0].embedding.coords[[0, 7]])
+    frames = state.save()
+    assert len(frames) == 10 and frames[0].parent.name == "validation_movie_001"
+    assert np.allclose(mrcfile.read(frames[-1]), state.display(with_volumes=True).volumes[-1].numpy())
 
 
 def test_resample_path_keeps_ends_and_spacing():

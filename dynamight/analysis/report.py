@@ -69,9 +69,10 @@ def write_report(space: LatentSpace, root: Path, report: Path, n_frames: int = 1
         path = root / "maps" / f"{prefix}cluster_{k + 1:02d}.mrc"
         write_map(path, space.volume(space.code_positions(centre[None])[0]), pixel)
         files.cluster_maps.append(path)
-        subset = root / "subsets" / f"{prefix}cluster_{k + 1:02d}.star"
-        write_subset(subset, latents, members)
-        files.subsets.append(subset)
+        if len(members):  # k-means can leave a cluster empty: no particles, no file
+            subset = root / "subsets" / f"{prefix}cluster_{k + 1:02d}.star"
+            write_subset(subset, latents, members)
+            files.subsets.append(subset)
         job.check_abort()
     for direction in range(2 if latents.n_latent > 1 else 1):
         codes = embedding.direction_codes(direction, n_frames, extent_std)
