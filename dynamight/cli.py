@@ -19,9 +19,11 @@ from .errors import InputError
 from .runtime import JobControl, Terminated, format_error, setup_logging
 
 COMMANDS = {
+    "deformable-backprojection": "deformable_backprojection",
     "explore-latent-space": "explore_latent_space",
     "optimize-deformations": "optimize_deformations",
     "optimize-deformations-rigid": "optimize_deformations_rigid",
+    "optimize-inverse-deformations": "optimize_inverse_deformations",
     "reconstruct": "reconstruct",
     "simulate": "simulate",
 }

@@ -60,7 +60,7 @@ def draw_embedding(ax, coords: np.ndarray, values: np.ndarray, key: str, method:
 
 def embedding_figures(coords: np.ndarray, properties: dict[str, np.ndarray], method: str,
                       highlight: np.ndarray | None = None) -> list[tuple[str, Callable]]:
-    """``(title, draw(ax))`` per property, as :class:`relion_external.logfile.Report` takes them."""
+    """``(title, draw(ax))`` per property: the figures of a RELION logfile report."""
     def drawer(key: str) -> Callable:
         return lambda ax: draw_embedding(ax, coords, properties[key], key, method, highlight)
 

@@ -26,6 +26,7 @@ class Config(BaseModel):
     regularization_factor: float = Field(0.9, ge=0, description="weight of the distance prior relative to the data (gradient-norm balanced)")
     batch_size: int = Field(128, ge=1, description="particles per batch")
     n_epochs: int = Field(150, ge=1, description="training epochs")
+    n_warmup_epochs: int | None = Field(None, ge=0, description="epochs without the distance prior at the start (default: half of --n-epochs)")
     gpu_id: int | None = Field(None, description="GPU to use; -1 for the CPU (default: first GPU, else CPU)")
     n_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default)")
     preload_images: bool = Field(False, description="read all images into memory first")

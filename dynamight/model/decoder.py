@@ -9,10 +9,10 @@ import torch.nn as nn
 
 
 def positional_encoding(positions: torch.Tensor, extent_angstrom: float, n_frequencies: int) -> torch.Tensor:
-    """``(n, 3)`` positions (Å) -> ``(n, 6 F)`` sin/cos at ``pi 2^k / extent`` for ``k < F``."""
+    """``(..., 3)`` positions (Å) -> ``(..., 6 F)`` sin/cos at ``pi 2^k / extent`` for ``k < F``."""
     scaled = positions / extent_angstrom
     freqs = math.pi * 2.0 ** torch.arange(n_frequencies, device=positions.device, dtype=positions.dtype)
-    arg = (scaled[:, :, None] * freqs).flatten(1)
+    arg = (scaled[..., None] * freqs).flatten(-2)
     return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
 
 
@@ -39,14 +39,17 @@ class DisplacementDecoder(nn.Module):
 
         Args:
             z: ``(b, l)`` latent codes.
-            positions: ``(n, 3)`` consensus positions, Å.
+            positions: ``(n, 3)`` consensus positions, or ``(b, n, 3)`` per particle, Å.
             movable: ``(n,)`` 1 inside the deformation mask, 0 outside.
 
         Returns:
             ``(b, n, 3)`` displacements in Å (zero where ``movable`` is 0).
         """
         pe = positional_encoding(positions, self.extent_angstrom, self.n_frequencies)
-        h = torch.relu(self.from_position(pe)[None] + self.from_latent(z)[:, None])
+        from_position = self.from_position(pe)
+        if positions.ndim == 2:
+            from_position = from_position[None]
+        h = torch.relu(from_position + self.from_latent(z)[:, None])
         for layer in self.hidden:
             h = torch.relu(layer(h))
         return self.out(h) * self.step_angstrom * movable[None, :, None]

@@ -151,19 +151,25 @@ class FourierBackprojector:
         return spectrum, acc[..., 2] + mirrored[..., 2]
 
     def reconstruct(self, regularisation: torch.Tensor | None = None) -> torch.Tensor:
-        """Wiener-style division and gridding correction.
+        """Wiener-style division and gridding correction (see :meth:`divide`)."""
+        return self.divide(self.box_px, self.padded_px, *self.spectrum_and_weight(), regularisation)
+
+    @staticmethod
+    def divide(box_px: int, padded_px: int, spectrum: torch.Tensor, weight: torch.Tensor,
+               regularisation: torch.Tensor | None = None) -> torch.Tensor:
+        """Map from an accumulated spectrum and weights.
 
         Args:
+            spectrum: ``(D, D, D)`` complex accumulated data; weight: ``(D, D, D)`` CTF^2 weights.
             regularisation: ``(D, D, D)`` term added to the weights (``1 / tau^2``, see
                 :mod:`dynamight.reconstruction.plain`); ``None`` adds only a floor of 1e-3 of the
                 mean non-zero weight, against division by near-zero weights.
 
         Returns:
-            ``(d, d, d)`` float32 map.
+            ``(d, d, d)`` float32 map (cropped, gridding-corrected).
         """
-        spectrum, weight = self.spectrum_and_weight()
         floor = 1e-3 * weight[weight > 0].mean() if (weight > 0).any() else 1.0
         denominator = torch.clamp(weight + (regularisation if regularisation is not None else 0), min=floor)
         padded = ifft_centred(spectrum / denominator, 3)
-        volume = crop_volume(padded, self.box_px).float()
-        return volume / sinc2_window(self.box_px, self.padded_px, device=volume.device)
+        volume = crop_volume(padded, box_px).float()
+        return volume / sinc2_window(box_px, padded_px, device=volume.device)

@@ -104,8 +104,15 @@ def reconstruct_half_maps(
             if on_batch is not None:
                 on_batch(len(idx))
         halves.append(bp)
-    raw_fsc = fourier_shell_correlation(halves[0].reconstruct(), halves[1].reconstruct())
-    maps = [bp.reconstruct(wiener_regularisation(bp.spectrum_and_weight()[1], raw_fsc, box)) for bp in halves]
-    halves[0].add(halves[1])
-    merged = halves[0].reconstruct(wiener_regularisation(halves[0].spectrum_and_weight()[1], raw_fsc, box, 2.0))
-    return HalfMaps(maps[0], maps[1], merged, fourier_shell_correlation(maps[0], maps[1]), pixel)
+    return half_maps_from(halves[0], halves[1], box, pixel)
+
+
+def half_maps_from(half1, half2, box_px: int, pixel_size_angstrom: float) -> HalfMaps:
+    """Regularised half-maps and merged map from two accumulators (plain or deformable: anything
+    with ``reconstruct(regularisation)``, ``spectrum_and_weight()`` and ``add(other)``).
+    ``half1`` holds both halves' data afterwards."""
+    raw_fsc = fourier_shell_correlation(half1.reconstruct(), half2.reconstruct())
+    maps = [acc.reconstruct(wiener_regularisation(acc.spectrum_and_weight()[1], raw_fsc, box_px)) for acc in (half1, half2)]
+    half1.add(half2)
+    merged = half1.reconstruct(wiener_regularisation(half1.spectrum_and_weight()[1], raw_fsc, box_px, 2.0))
+    return HalfMaps(maps[0], maps[1], merged, fourier_shell_correlation(maps[0], maps[1]), pixel_size_angstrom)

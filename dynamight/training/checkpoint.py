@@ -16,7 +16,8 @@ VERSION = 1
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """Write ``{"format", "version", **payload}`` to ``path`` atomically."""
+    """Write ``{"format", "version", **payload}`` to ``path`` atomically (``payload`` may set its own
+    ``format``)."""
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
 

@@ -9,7 +9,9 @@ codes of particles never trained on (the validation set), refined against the fr
 
 Per batch: centre the images (``+origin``), look up ``z`` (plus noise), decode displacements,
 project the deformed Gaussians with the consensus pose and CTF, and minimise
-``whitened data term + |z|^2 / 2 + lambda * distance prior + encoder regression``. ``lambda`` is re-balanced every
+``whitened data term + |z|^2 / 2 + lambda * distance prior + encoder regression``. After the
+warm-up epochs (``lambda = 0``: a prior balanced against the data from the start slows the first
+motions down to the factor ``1 - regularization_factor``), ``lambda`` is re-balanced every
 ``LAMBDA_EVERY`` batches so the prior's gradient norm on the decoder equals the data term's times
 ``regularization_factor``. All randomness of an epoch comes from ``(seed, epoch, half)``, so a run
 resumed from the checkpoint of epoch ``k`` repeats exactly what an uninterrupted run does next.
@@ -74,8 +76,10 @@ def _gradient_norm(loss: torch.Tensor, params: list[torch.Tensor]) -> float:
     return float(torch.sqrt(sum((g.pow(2).sum() for g in grads if g is not None), torch.tensor(0.0))))
 
 
-def train_batch(state: HalfState, batch: ParticleBatch, generator: torch.Generator) -> dict[str, float]:
-    """One optimisation step on one batch; returns the batch's mean loss terms."""
+def train_batch(state: HalfState, batch: ParticleBatch, generator: torch.Generator,
+                use_prior: bool = True) -> dict[str, float]:
+    """One optimisation step on one batch (``use_prior=False`` during warm-up: lambda = 0);
+    returns the batch's mean loss terms."""
     model = state.model
     ctf = batch_ctf(batch)
     spectra = centred_spectra(batch)
@@ -89,7 +93,9 @@ def train_batch(state: HalfState, batch: ParticleBatch, generator: torch.Generat
     predicted = model.predict(deformed, batch.rotations, ctf)
     data = data_term(spectra, predicted, state.noise.weights().to(spectra.device)).mean()
     prior = state.prior(deformed)
-    if state.step % LAMBDA_EVERY == 0:
+    if not use_prior:
+        state.lam = 0.0
+    elif state.step % LAMBDA_EVERY == 0 or state.lam == 0.0:
         decoder_params = [p for p in model.decoder.parameters() if p.requires_grad]
         prior_norm = _gradient_norm(prior, decoder_params)
         if prior_norm > 0:
@@ -111,7 +117,7 @@ def epoch_generator(seed: int, epoch: int, half: int) -> torch.Generator:
 
 def train_epoch(state: HalfState, table: ParticleTable, images: ParticleImages, indices: np.ndarray, epoch: int,
                 half: int, seed: int, batch_size: int, device: torch.device,
-                on_batch: Callable[[int], None] | None = None) -> dict[str, float]:
+                on_batch: Callable[[int], None] | None = None, use_prior: bool = True) -> dict[str, float]:
     """Train one half for one epoch in a seeded order; returns mean loss terms and timing."""
     generator = epoch_generator(seed, epoch, half)
     order = indices[torch.randperm(len(indices), generator=generator).numpy()]
@@ -120,7 +126,7 @@ def train_epoch(state: HalfState, table: ParticleTable, images: ParticleImages, 
     n = 0
     state.model.train()
     for idx in group_batches(table, order, batch_size):
-        terms = train_batch(state, load_batch(table, images, idx, device), generator)
+        terms = train_batch(state, load_batch(table, images, idx, device), generator, use_prior)
         for k, v in terms.items():
             totals[k] = totals.get(k, 0.0) + v * len(idx)
         n += len(idx)

@@ -44,6 +44,7 @@ def _initialise(state: HalfState, batch, device) -> None:
 
 def _new_state(config, gaussians: GaussianModel, movable, body, n_bodies, box, pixel, radius_px, device,
                n_particles: int, seed: int) -> HalfState:
+    torch.manual_seed(seed)  # network initialisation
     model = ForwardModel(gaussians, movable, box, pixel, config.n_latent_dimensions, radius_px, body, n_bodies,
                          config.n_positional_encoding_dimensions, config.n_linear_layers, config.n_neurons_per_layer,
                          config.n_encoder_neurons).to(device)
@@ -116,8 +117,9 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
     n_per_epoch = len(train[1]) + len(train[2])
     with progress(job, "training", n_per_epoch * (config.n_epochs - start_epoch), log_lines=False) as advance:
         for epoch in range(start_epoch, config.n_epochs):
+            warm = epoch < config.n_warmup_epochs if config.n_warmup_epochs is not None else epoch < config.n_epochs // 2
             results = {h: train_epoch(states[h], table, images, train[h], epoch, h, config.seed, config.batch_size,
-                                      device, advance) for h in (1, 2)}
+                                      device, advance, use_prior=not warm) for h in (1, 2)}
             log.info("epoch %d/%d | %s", epoch + 1, config.n_epochs, " | ".join(
                 f"half {h}: data {r['data']:.4f} kl {r['kl']:.2f} prior {r['prior']:.3g} lambda {r['lambda']:.3g} "
                 f"{r['seconds']:.1f} s" for h, r in results.items()))

@@ -1,0 +1,37 @@
+"""``dynamight deformable-backprojection``: half-maps of the consensus frame from deformed particles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..runtime import JobControl
+
+HELP = "Reconstruct half-maps in the consensus frame, undoing each particle's deformation."
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    output_directory: Path = Field(description="the optimize-deformations output directory",
+                                   json_schema_extra={"positional": True})
+    checkpoint_file: Path | None = Field(None, description="forward checkpoint (default: forward_deformations/checkpoint_final.pth)",
+                                         json_schema_extra={"aliases": ["--vae-directory"]})
+    inverse_deformation_directory: Path | None = Field(
+        None, description="inverse deformations (default: OUTPUT_DIRECTORY/inverse_deformations); their held-out "
+                          "check is reported; the backprojection itself warps with the forward field")
+    batch_size: int = Field(24, ge=1, description="particles per batch when computing deformations")
+    backprojection_batch_size: int = Field(32, ge=1, description="particles per batch when inserting images")
+    downsample: int = Field(2, ge=1, description="the deformation field is evaluated on a (box/downsample)^3 grid")
+    mask_file: Path | None = Field(None, description="soft mask for the masked FSC")
+    preload_images: bool = Field(False, description="read all images into memory first")
+    gpu_id: int | None = Field(None, description="GPU to use; -1 for the CPU (default: first GPU, else CPU)")
+    n_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default)")
+    seed: int = Field(0, description="seed of the latent-space clustering")
+
+
+def run(config: Config, job: JobControl) -> None:
+    from ..reconstruction.deformable_step import deformable_backprojection
+
+    deformable_backprojection(config, job)

@@ -1,0 +1,1 @@
+"""Inverse deformations: from a particle's deformed frame back to the consensus frame."""

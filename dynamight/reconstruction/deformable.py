@@ -1,0 +1,146 @@
+"""Deformable backprojection by latent-space neighbourhoods: reconstruct, warp, combine.
+
+Algorithm (chosen for speed; upstream warps every particle in real space, O(d^3) with a 3D FFT per
+particle, 0.84 s per particle at box 64 on two CPU cores):
+
+1. Cluster a half-set's particles by their latent codes (k-means, about ``PARTICLES_PER_CLUSTER``
+   per cluster). Particles of one cluster share (nearly) one conformation.
+2. For each cluster, insert its particles' CTF-weighted slices into a padded Fourier grid exactly as
+   the plain reconstruction does (:class:`FourierBackprojector`), and transform the accumulated data
+   (not yet divided by the weights) back to real space: a backprojection ``D_k`` of the cluster's
+   conformation.
+3. Warp ``D_k`` into the consensus frame: a consensus point ``x`` sits at ``x + u_k(x)`` in the
+   cluster's conformation, where ``u_k`` is the cluster's mean forward displacement field evaluated
+   on a coarse grid (:mod:`.deformation_field`, ``--downsample``) and read trilinearly.
+4. Sum the warped data of all clusters; sum the CTF^2 weights of all particles unwarped (a
+   deformation of a few Å barely moves a particle's weights, which vary slowly in Fourier space);
+   divide with RELION's FSC-based Wiener term and correct for gridding, as :mod:`.plain`.
+
+Cost per particle is one slice insertion (as the plain reconstruction); per cluster one inverse FFT
+and one trilinear warp of the padded grid. Errors: the spread of the deformation within a cluster
+(small with ~25 particles per cluster along a continuous latent space), the coarse field's
+interpolation, trilinear resampling in the warp (a slight low-pass near Nyquist), and rigid weights.
+With zero deformation every warp is the identity and the result equals the plain reconstruction.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.fourier import fft_centred, ifft_centred, radial_index
+from .deformation_field import FieldInterpolator
+from .fourier_slice import FourierBackprojector
+
+PARTICLES_PER_CLUSTER = 25
+
+
+def kmeans(z: np.ndarray, k: int, seed: int = 0, iterations: int = 30) -> np.ndarray:
+    """Seeded k-means (k-means++ start). ``(m, l)`` -> ``(m,)`` cluster labels in ``[0, k)``."""
+    rng = np.random.default_rng(seed)
+    k = max(1, min(k, len(z)))
+    centres = [z[rng.integers(len(z))]]
+    for _ in range(1, k):
+        d2 = np.min(((z[:, None] - np.array(centres)[None]) ** 2).sum(-1), axis=1)
+        centres.append(z[rng.choice(len(z), p=d2 / d2.sum())] if d2.sum() > 0 else z[rng.integers(len(z))])
+    centres = np.array(centres)
+    labels = np.zeros(len(z), dtype=np.int64)
+    for _ in range(iterations):
+        labels = ((z[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
+        for c in range(k):
+            if (labels == c).any():
+                centres[c] = z[labels == c].mean(0)
+    return labels
+
+
+def n_clusters_for(n_particles: int) -> int:
+    return max(1, math.ceil(n_particles / PARTICLES_PER_CLUSTER))
+
+
+class ClusterWarper:
+    """Warps a cluster's density from its conformation into the consensus frame, inside the map's
+    box (the padding around it holds no density and stays as it is)."""
+
+    def __init__(self, centres: torch.Tensor, box_px: int, pixel_size_angstrom: float, downsample: int,
+                 width_angstrom: float):
+        self.box_px, self.pixel = box_px, pixel_size_angstrom
+        self.field = FieldInterpolator(centres, box_px, pixel_size_angstrom, downsample, width_angstrom)
+
+    def warp(self, volume: torch.Tensor, mean_displacement: torch.Tensor) -> torch.Tensor:
+        """``(D, D, D)`` padded volume in the deformed frame, ``(n, 3)`` Å mean displacements ->
+        ``(D, D, D)`` volume in the consensus frame: ``out(x) = volume(x + u(x))`` inside the box."""
+        d, padded = self.box_px, volume.shape[-1]
+        u = self.field.dense(mean_displacement[None])[0]  # (d, d, d, 3) Å
+        index = (self.field.grid_angstrom(volume.device) + u) / self.pixel + padded // 2  # padded-grid voxels
+        sample = index / (padded - 1) * 2 - 1
+        warped = F.grid_sample(volume[None, None].real.float(), sample[None].float(), mode="bilinear",
+                               padding_mode="zeros", align_corners=True)[0, 0]
+        out = volume.clone()
+        lo = padded // 2 - d // 2
+        out[lo:lo + d, lo:lo + d, lo:lo + d] = warped.to(volume.dtype)
+        return out
+
+
+def shell_mean(weight: torch.Tensor, shells: torch.Tensor) -> torch.Tensor:
+    """``(D, D, D)`` weights and shell indices -> ``(D, D, D)``: each voxel's value replaced by its
+    shell's mean non-zero value."""
+    has = weight > 0
+    n = int(shells.max()) + 1
+    total = torch.zeros(n, dtype=weight.dtype, device=weight.device).index_add_(0, shells[has], weight[has])
+    count = torch.zeros(n, dtype=weight.dtype, device=weight.device).index_add_(0, shells[has], torch.ones_like(weight[has]))
+    return (total / count.clamp(min=1))[shells]
+
+
+class DeformableAccumulator:
+    """Warped data and rigid CTF^2 weights of one half-set, on a padded Fourier grid.
+
+    A cluster's data ``S_k`` and weights ``W_k`` become a local density ``S_k / (W_k + f_k)``
+    (``f_k``: a tenth of the shell's mean weight, so barely sampled frequencies are not blown up),
+    which is warped in real space and re-weighted by ``W_k``; the part of ``S_k`` too poorly sampled
+    to form a density, ``S_k f_k / (W_k + f_k)``, is added unwarped. With no deformation the sum is
+    exactly ``S_k``.
+    """
+
+    FLOOR = 0.1
+
+    def __init__(self, box_px: int, pad: int = 2, device=None):
+        self.box_px, self.padded_px = box_px, pad * box_px
+        self.spectrum = torch.zeros((self.padded_px,) * 3, dtype=torch.complex128, device=device)
+        self.weights = torch.zeros((self.padded_px,) * 3, dtype=torch.float64, device=device)
+        self.cluster = FourierBackprojector(box_px, pad, device)
+        self.shells = radial_index(self.padded_px, 3, device=device)
+
+    def finish_cluster(self, warper: ClusterWarper | None, mean_displacement: torch.Tensor | None) -> None:
+        """Move the current cluster's data, warped, into the totals, and reset it."""
+        spectrum, weight = self.cluster.spectrum_and_weight()
+        if warper is None or mean_displacement is None or not bool(mean_displacement.abs().gt(1e-6).any()):
+            self.spectrum += spectrum
+        else:
+            floor = self.FLOOR * shell_mean(weight, self.shells)
+            density = ifft_centred((spectrum / (weight + floor).clamp(min=1e-30)).to(torch.complex64), 3)
+            warped = fft_centred(warper.warp(density, mean_displacement), 3).to(torch.complex128)
+            self.spectrum += weight * warped + spectrum * floor / (weight + floor).clamp(min=1e-30)
+        self.weights += weight
+        self.cluster.accumulator.zero_()
+
+    def add(self, other: "DeformableAccumulator") -> None:
+        self.spectrum += other.spectrum
+        self.weights += other.weights
+
+    def spectrum_and_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same interface as :meth:`FourierBackprojector.spectrum_and_weight`."""
+        return self.spectrum, self.weights
+
+    def reconstruct(self, regularisation: torch.Tensor | None = None) -> torch.Tensor:
+        """``(d, d, d)`` map, as :meth:`FourierBackprojector.reconstruct`."""
+        return FourierBackprojector.divide(self.box_px, self.padded_px, self.spectrum, self.weights, regularisation)
+
+    def state_dict(self) -> dict:
+        return {"spectrum": torch.view_as_real(self.spectrum).cpu(), "weights": self.weights.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.spectrum.copy_(torch.view_as_complex(state["spectrum"]))
+        self.weights.copy_(state["weights"])

@@ -1,0 +1,103 @@
+"""The ``deformable-backprojection`` step: every particle of each half, through its own half's
+model, into that half's map (see :mod:`.deformable` for the algorithm)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import starfile
+import torch
+
+from ..data.batches import group_batches, load_batch
+from ..data.files import atomic_path
+from ..data.images import ParticleImages
+from ..data.particles import ParticleTable
+from ..errors import InputError
+from ..model.graph import mean_neighbour_distance
+from ..training.inference import displacements_of
+from ..training.model import ForwardModel
+from .deformable import ClusterWarper, DeformableAccumulator, kmeans, n_clusters_for
+from .plain import HalfMaps, half_maps_from, insert_batch
+
+log = logging.getLogger(__name__)
+PROGRESS_FILE = "progress.pth"
+SAVE_EVERY_SECONDS = 60.0
+
+
+def read_latents(path: Path, table: ParticleTable) -> np.ndarray:
+    """``(n_particles, l)`` codes from ``latents.star``; must list the same particles as ``table``."""
+    if not path.is_file():
+        raise InputError(f"{path}: latents.star not found (run optimize-deformations first)")
+    particles = starfile.read(path, always_dict=True).get("particles")
+    columns = sorted((c for c in particles.columns if c.startswith("rlnDynaMightLatent")), key=lambda c: int(c[18:]))
+    if not columns or len(particles) != len(table) or \
+            list(particles["rlnImageName"]) != list(table.particles["rlnImageName"]):
+        raise InputError(f"{path}: does not list the particles of {table.star_path} with rlnDynaMightLatent columns")
+    return particles[columns].to_numpy(np.float32)
+
+
+@torch.no_grad()
+def mean_displacement(model: ForwardModel, z: np.ndarray, batch_size: int, device) -> torch.Tensor:
+    """``(n, 3)`` the mean of the displacements (Å) over codes ``(m, l)``."""
+    total = torch.zeros(model.positions.shape, device=device, dtype=torch.float64)
+    for _, delta in displacements_of(model, z, batch_size, device):
+        total += delta.sum(0).double()
+    return (total / max(len(z), 1)).float()
+
+
+def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: dict[int, ForwardModel],
+                         latents: np.ndarray, device: torch.device, batch_size: int, downsample: int,
+                         state_dir: Path, seed: int = 0, zero_deformation: bool = False, insert_batch_size: int = 32,
+                         on_batch: Callable[[int], None] | None = None) -> HalfMaps:
+    """Both half-maps (``batch_size`` codes per decoder call, ``insert_batch_size`` images per
+    insertion); resumable: progress is saved in ``state_dir`` at most every
+    ``SAVE_EVERY_SECONDS`` (after a cluster); a killed run redoes at most that much."""
+    group = table.optics_groups[0]
+    box, pixel = group.box_px, group.pixel_size_angstrom
+    accumulators = {h: DeformableAccumulator(box, device=device) for h in (1, 2)}
+    done = _load_progress(state_dir / PROGRESS_FILE, accumulators)
+    last_save = time.monotonic()
+    for half in (1, 2):
+        model = models[half]
+        members = np.flatnonzero(table.half_set == half)
+        labels = kmeans(latents[members], n_clusters_for(len(members)), seed=seed + half)
+        spacing = mean_neighbour_distance(model.positions)
+        warper = ClusterWarper(model.positions, box, pixel, downsample, spacing)
+        for cluster in range(int(labels.max()) + 1):
+            chosen = members[labels == cluster]
+            if (half, cluster) in done or len(chosen) == 0:
+                if on_batch is not None:
+                    on_batch(len(chosen))
+                continue
+            for idx in group_batches(table, chosen, insert_batch_size):
+                insert_batch(accumulators[half].cluster, load_batch(table, images, idx, device), pixel)
+                if on_batch is not None:
+                    on_batch(len(idx))
+            shift = None if zero_deformation else mean_displacement(model, latents[chosen], batch_size, device)
+            accumulators[half].finish_cluster(warper, shift)
+            done.add((half, cluster))
+            if time.monotonic() - last_save > SAVE_EVERY_SECONDS:
+                _save_progress(state_dir / PROGRESS_FILE, accumulators, done)
+                last_save = time.monotonic()
+    return half_maps_from(accumulators[1], accumulators[2], box, pixel)
+
+
+def _save_progress(path: Path, accumulators: dict, done: set) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"format": "dynamight-backprojection-progress", "version": 1,
+                    "done": sorted([list(x) for x in done]),
+                    "halves": {str(h): a.state_dict() for h, a in accumulators.items()}}, tmp)
+
+
+def _load_progress(path: Path, accumulators: dict) -> set:
+    if not path.is_file():
+        return set()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for h, acc in accumulators.items():
+        acc.load_state_dict(state["halves"][str(h)])
+    log.info("resuming the backprojection from %s (%d clusters done)", path, len(state["done"]))
+    return {tuple(x) for x in state["done"]}

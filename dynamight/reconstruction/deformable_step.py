@@ -1,0 +1,60 @@
+"""The ``deformable-backprojection`` step: files in, half-maps and FSC out."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ..data.images import ParticleImages
+from ..data.volumes import check_same_grid, read_map
+from ..errors import InputError
+from ..runtime import JobControl, progress, resolve_device, save_config
+from ..training.checkpoint import load_checkpoint
+from .deformable_run import PROGRESS_FILE, deformable_half_maps
+from .report import write_half_maps
+
+log = logging.getLogger(__name__)
+HALF_MAP_NAMES = ("map_half1.mrc", "map_half2.mrc", "map.mrc")
+
+
+def report_inverse(directory: Path) -> None:
+    """Log the inverse deformations' held-out check, if they exist."""
+    path = directory / "inv_chkpt.pth"
+    if not path.is_file():
+        log.info("no inverse deformations in %s (not needed: the backprojection warps with the forward field)", directory)
+        return
+    from ..inverse.run import INVERSE_FORMAT
+
+    saved = load_checkpoint(path, INVERSE_FORMAT)
+    for half, state in saved["halves"].items():
+        log.info("inverse deformations, half %s: held-out RMS of forward then inverse %.3f Å", half, state["held_out_rms"])
+
+
+def deformable_backprojection(config, job: JobControl) -> None:
+    from ..inverse.run import load_run
+
+    device = resolve_device(config.gpu_id)
+    if config.n_threads:
+        torch.set_num_threads(config.n_threads)
+    table, models, saved, latents, _ = load_run(config.output_directory, config.checkpoint_file, device)
+    if len({(g.box_px, g.pixel_size_angstrom) for g in table.optics_groups}) > 1:
+        raise InputError(f"{table.star_path}: optics groups have different box or pixel sizes")
+    group = table.optics_groups[0]
+    mask = None
+    if config.mask_file is not None:
+        volume = read_map(config.mask_file, what="mask")
+        check_same_grid(volume, config.mask_file, group.box_px, group.pixel_size_angstrom, "mask")
+        mask = volume.data
+    report_inverse(config.inverse_deformation_directory or config.output_directory / "inverse_deformations")
+    images = ParticleImages(table, preload=config.preload_images)
+    out = config.output_directory / "backprojection"
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(out / "config.json", config)
+    with progress(job, "deformable backprojection", len(table)) as advance:
+        maps = deformable_half_maps(table, images, models, latents, device, config.batch_size, config.downsample,
+                                    out, seed=config.seed, insert_batch_size=config.backprojection_batch_size,
+                                    on_batch=advance)
+    write_half_maps(out, maps, HALF_MAP_NAMES, mask)
+    (out / PROGRESS_FILE).unlink(missing_ok=True)

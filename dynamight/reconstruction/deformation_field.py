@@ -1,0 +1,69 @@
+"""Dense deformation fields from per-Gaussian displacements, evaluated on a coarse grid.
+
+The forward deformation of a particle is known at the Gaussian centres ``c_j`` (displacements
+``delta_j``). At any point ``x`` it is extended by normalised Gaussian-kernel interpolation,
+``u(x) = sum_j w_j(x) delta_j / sum_j w_j(x)`` with ``w_j(x) = exp(-|x - c_j|^2 / (2 s^2))`` and
+``s`` the mean neighbour spacing of the Gaussians, evaluated on a ``(d / downsample)^3`` grid and
+trilinearly upsampled to the map's grid. Far from the model (where there is no density) the field
+takes the nearest Gaussians' displacement.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..data.geometry import grid_coordinates
+
+
+def kernel_weights(grid_points: torch.Tensor, centres: torch.Tensor, width_angstrom: float,
+                   top_k: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised interpolation weights of the ``top_k`` nearest centres of each grid point.
+
+    Args:
+        grid_points: ``(m, 3)`` Å. centres: ``(n, 3)`` Å.
+
+    Returns:
+        ``(m, k)`` indices into ``centres`` and ``(m, k)`` weights summing to 1.
+    """
+    k = min(top_k, centres.shape[0])
+    indices, distances = [], []
+    for start in range(0, grid_points.shape[0], 4096):
+        d2 = torch.cdist(grid_points[start:start + 4096], centres, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
+        value, index = torch.topk(d2, k, dim=1, largest=False)
+        indices.append(index)
+        distances.append(value)
+    d2 = torch.cat(distances)
+    logits = -(d2 - d2[:, :1]) / (2 * width_angstrom**2)  # relative to the nearest: no underflow far away
+    return torch.cat(indices), torch.softmax(logits, dim=1)
+
+
+class FieldInterpolator:
+    """Evaluates dense displacement fields of one consensus model on a map grid."""
+
+    def __init__(self, centres: torch.Tensor, box_px: int, pixel_size_angstrom: float, downsample: int,
+                 width_angstrom: float):
+        self.box_px, self.pixel = box_px, pixel_size_angstrom
+        self.coarse_px = max(2, box_px // downsample)
+        step = (box_px - 1) / (self.coarse_px - 1)  # coarse points span the map's voxel centres exactly
+        axis = (torch.arange(self.coarse_px, dtype=torch.float32, device=centres.device) * step - box_px // 2)
+        grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij")[::-1], -1).reshape(-1, 3)
+        self.index, self.weight = kernel_weights(grid * pixel_size_angstrom, centres, width_angstrom)
+
+    def coarse(self, displacements: torch.Tensor) -> torch.Tensor:
+        """``(b, n, 3)`` Å -> ``(b, 3, g, g, g)`` field on the coarse grid (xyz channels, Å)."""
+        b = displacements.shape[0]
+        field = (displacements[:, self.index] * self.weight[None, :, :, None]).sum(2)  # (b, g^3, 3)
+        g = self.coarse_px
+        return field.reshape(b, g, g, g, 3).permute(0, 4, 1, 2, 3)
+
+    def dense(self, displacements: torch.Tensor) -> torch.Tensor:
+        """``(b, n, 3)`` Å -> ``(b, d, d, d, 3)`` field on the map grid (``[z, y, x]``, xyz, Å)."""
+        field = self.coarse(displacements)
+        if self.coarse_px != self.box_px:
+            field = F.interpolate(field, size=(self.box_px,) * 3, mode="trilinear", align_corners=True)
+        return field.permute(0, 2, 3, 4, 1)
+
+    def grid_angstrom(self, device=None) -> torch.Tensor:
+        """``(d, d, d, 3)`` consensus voxel positions (xyz, Å from the box centre)."""
+        return grid_coordinates(self.box_px, 3, device=device) * self.pixel

@@ -1,0 +1,150 @@
+"""optimize-deformations end to end on a tiny simulated project: outputs, resume, bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import starfile
+import torch
+
+from dynamight.cli import main
+
+TINY = ["--n-gaussians", "120", "--n-latent-dimensions", "2", "--batch-size", "32", "--gpu-id", "-1",
+        "--n-threads", "1"]
+
+
+def _train(project: Path, out: Path, epochs: int = 2, extra: list[str] | None = None) -> int:
+    return main(["optimize-deformations", "--refinement-star-file", str(project / "particles.star"),
+                 "--output-directory", str(out), "--initial-model", str(project / "map.mrc"),
+                 "--n-epochs", str(epochs), *TINY, *(extra or [])])
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_project, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trained")
+    assert _train(tiny_project, out, extra=["--pipeline-control", str(out)]) == 0
+    return out
+
+
+def test_outputs(trained, tiny_project):
+    fd = trained / "forward_deformations"
+    assert sorted(p.name for p in (fd / "checkpoints").glob("*.pth")) == ["000.pth", "001.pth"]
+    final = torch.load(fd / "checkpoint_final.pth", weights_only=True)
+    assert final["format"] == "dynamight-forward-deformations" and final["version"] == 1
+    assert set(final["halves"]) == {"1", "2"} and final["epoch"] == 1
+    assert list((fd / "tensorboard").glob("events.out.tfevents.*"))
+    latents = starfile.read(fd / "latents.star")
+    assert "optics" in latents and len(latents["particles"]) == 200
+    p = latents["particles"]
+    for column in ("rlnDynaMightLatent1", "rlnDynaMightLatent2", "rlnDynaMightHalfSet", "rlnDynaMightIsValidation",
+                   "rlnDynaMightDisplacementRms", "rlnDynaMightErrorEstimate"):
+        assert column in p.columns
+    original = starfile.read(tiny_project / "particles.star")["particles"]
+    assert (p["rlnDynaMightHalfSet"].to_numpy() == original["rlnRandomSubset"].to_numpy()).all()
+    validation = p["rlnDynaMightIsValidation"].to_numpy() == 1
+    assert validation.sum() == 20  # 10% of each half
+    assert (p.loc[validation, "rlnDynaMightErrorEstimate"] > 0).all()
+    assert (fd / "consensus_gaussians.star").is_file()
+    assert sorted(x.name for x in trained.glob("RELION_JOB_EXIT_*")) == ["RELION_JOB_EXIT_SUCCESS"]
+    config = (trained / "config.json").read_text()
+    assert '"seed": 0' in config and "optimize-deformations" not in config or "command_line" in config
+
+
+def test_halves_are_independent_models(trained):
+    final = torch.load(trained / "forward_deformations" / "checkpoint_final.pth", weights_only=True)
+    one, two = final["halves"]["1"]["model"], final["halves"]["2"]["model"]
+    assert torch.equal(one["positions"], two["positions"])  # the same consensus Gaussians
+    assert not torch.equal(one["decoder.hidden.0.weight"], two["decoder.hidden.0.weight"])
+
+
+def _command(project: Path, out: Path, epochs: int) -> list[str]:
+    return [sys.executable, "-m", "dynamight.cli", "optimize-deformations", "--refinement-star-file",
+            str(project / "particles.star"), "--output-directory", str(out), "--initial-model", str(project / "map.mrc"),
+            "--n-epochs", str(epochs), *TINY]
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_result(tiny_project, tmp_path):
+    epochs = 4
+    assert subprocess.run(_command(tiny_project, tmp_path / "a", epochs), capture_output=True).returncode == 0
+    process = subprocess.Popen(_command(tiny_project, tmp_path / "b", epochs), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    first = tmp_path / "b" / "forward_deformations" / "checkpoints" / "000.pth"
+    deadline = time.time() + 120
+    while not first.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert first.exists() and not (tmp_path / "b" / "forward_deformations" / "checkpoint_final.pth").exists()
+    assert subprocess.run(_command(tiny_project, tmp_path / "b", epochs), capture_output=True).returncode == 0
+    a = torch.load(tmp_path / "a" / "forward_deformations" / "checkpoint_final.pth", weights_only=True)
+    b = torch.load(tmp_path / "b" / "forward_deformations" / "checkpoint_final.pth", weights_only=True)
+    for half in ("1", "2"):
+        for key, value in a["halves"][half]["model"].items():
+            assert torch.equal(value, b["halves"][half]["model"][key]), key
+        assert torch.equal(a["halves"][half]["latents"], b["halves"][half]["latents"])
+
+
+def _fail(args, out, caplog):
+    code = main(args + ["--pipeline-control", str(out)])
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert code == 1 and len(errors) == 1
+    assert sorted(x.name for x in out.glob("RELION_JOB_EXIT_*")) == ["RELION_JOB_EXIT_FAILURE"]
+    return errors[0]
+
+
+def _base(project, out):
+    return ["optimize-deformations", "--refinement-star-file", str(project / "particles.star"),
+            "--output-directory", str(out), "--n-epochs", "1", *TINY]
+
+
+def test_bad_inputs(tiny_project, clean_project, tmp_path, caplog):
+    message = _fail(_base(tiny_project, tmp_path / "1"), tmp_path / "1", caplog)
+    assert "--initial-model" in message and "--atomic-model" in message
+    caplog.clear()
+    other = tmp_path / "other.mrc"
+    from dynamight.data.volumes import write_map
+    write_map(other, torch.zeros(40, 40, 40), 4.0)
+    message = _fail(_base(tiny_project, tmp_path / "2") + ["--initial-model", str(other)], tmp_path / "2", caplog)
+    assert "other.mrc" in message and "box 40" in message
+    caplog.clear()
+    message = _fail(_base(tiny_project, tmp_path / "3") + ["--initial-model", str(tiny_project / "map.mrc"),
+                                                           "--mask-file", str(other)], tmp_path / "3", caplog)
+    assert "other.mrc" in message and "mask" in message
+    caplog.clear()
+    message = _fail(_base(tiny_project, tmp_path / "4") + ["--initial-model", str(tiny_project / "map.mrc"),
+                                                           "--n-gaussians", "100000"], tmp_path / "4", caplog)
+    assert "--n-gaussians" in message
+    caplog.clear()
+    (tmp_path / "empty").mkdir()
+    args = ["optimize-deformations-rigid"] + _base(tiny_project, tmp_path / "5")[1:] + [
+        "--initial-model", str(tiny_project / "map.mrc"), "--deformation-masks", str(tmp_path / "empty")]
+    message = _fail(args, tmp_path / "5", caplog)
+    assert "empty" in message and "deformation masks" in message
+
+
+def test_rigid_bodies_move_rigidly(tiny_project, tmp_path):
+    out = tmp_path / "rigid"
+    code = main(["optimize-deformations-rigid", "--refinement-star-file", str(tiny_project / "particles.star"),
+                 "--output-directory", str(out), "--initial-model", str(tiny_project / "map.mrc"),
+                 "--deformation-masks", str(tiny_project / "masks"), "--n-epochs", "2", *TINY])
+    assert code == 0
+    from dynamight.training.restore import load_forward_models
+    models, _ = load_forward_models(out / "forward_deformations" / "checkpoint_final.pth", 32, 4.0, torch.device("cpu"))
+    model = models[1]
+    z = torch.randn(3, 2)
+    with torch.no_grad():
+        moved = model.positions + model.displacements(z)
+    for body in range(2):
+        members = model.body == body
+        exact = "donot_use_mm_for_euclid_dist"
+        before = torch.cdist(model.positions[members], model.positions[members], compute_mode=exact)
+        after = torch.cdist(moved[0][members], moved[0][members], compute_mode=exact)
+        assert (before - after).abs().max() < 1e-3  # distances within a body are kept
