@@ -47,7 +47,7 @@ TRAIN = StepSpec(
     "Learn per-particle deformations of a Gaussian model of the consensus map (both half-sets).",
     inputs=(Input("in_parts", "consensus refinement's particles (Refine3D/jobNNN/run_data.star)"),
             Input("in_3dref", "consensus map the Gaussians are fitted to (Refine3D/jobNNN/run_class001.mrc)")),
-    params=(Param("n_gaussians", int, 10000, "number of Gaussian pseudo-atoms", minimum=1),
+    params=(Param("n_gaussians", int, 10000, "number of Gaussian pseudo-atoms", minimum=2),
             Param("n_latent_dimensions", int, 5, "dimensions of the latent space", minimum=1),
             Param("regularization_factor", float, 1.0, "weight of the deformation prior", minimum=0),
             Param("n_epochs", int, 200, "training epochs", minimum=1),
