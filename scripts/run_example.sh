@@ -15,7 +15,7 @@ mkdir -p "$out"
 "$bin/dynamight" optimize-deformations --refinement-star-file "$out/data/particles.star" \
     --output-directory "$out/run" --initial-model "$out/data/map.mrc" --mask-file "$out/data/mask.mrc" \
     --n-gaussians 300 --n-latent-dimensions 2 --n-epochs 30 --batch-size 64
-"$bin/dynamight" optimize-inverse-deformations "$out/run" --n-epochs 30
+"$bin/dynamight" optimize-inverse-deformations "$out/run" --n-epochs 10
 "$bin/dynamight" deformable-backprojection "$out/run" --mask-file "$out/data/mask.mrc"
 "$bin/dynamight" explore-latent-space "$out/run" --headless
 echo

@@ -18,7 +18,7 @@ class Config(BaseModel):
                                    json_schema_extra={"positional": True})
     checkpoint_file: Path | None = Field(None, description="forward checkpoint (default: forward_deformations/checkpoint_final.pth)")
     n_epochs: int = Field(50, ge=1, description="epochs over the training particles' codes")
-    batch_size: int = Field(64, ge=1, description="codes per batch")
+    batch_size: int = Field(16, ge=1, description="codes per batch")
     save_deformations: bool = Field(False, description="also write every particle's deformed Gaussian positions "
                                                        "(inverse_deformations/deformations_half*.npy, memory-mapped)")
     preload_images: bool = Field(False, description="accepted for compatibility: this step reads no images")

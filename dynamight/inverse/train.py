@@ -20,7 +20,7 @@ from ..training.model import ForwardModel
 log = logging.getLogger(__name__)
 
 
-def make_inverse(model: ForwardModel, n_latent: int, n_layers: int = 8, hidden: int = 64) -> DisplacementDecoder:
+def make_inverse(model: ForwardModel, n_latent: int, n_layers: int = 6, hidden: int = 32) -> DisplacementDecoder:
     """An inverse network shaped like the forward decoder (positional encoding of ``y`` and ``z``)."""
     extent = model.box_px * model.pixel_size_angstrom / 2
     return DisplacementDecoder(n_latent, extent, n_frequencies=6, hidden=hidden, n_layers=n_layers,
@@ -39,7 +39,7 @@ def fit_inverse(forward: ForwardModel, inverse: DisplacementDecoder, codes: np.n
                 batch_size: int, device: torch.device, seed: int,
                 on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
     """Train ``inverse`` on ``(m, l)`` codes; returns the RMS composition error (Å) per epoch."""
-    optimiser = torch.optim.Adam(inverse.parameters(), lr=1e-3)
+    optimiser = torch.optim.Adam(inverse.parameters(), lr=2e-3)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, n_epochs))
     z_all = torch.as_tensor(codes, device=device)
     history = []
