@@ -64,7 +64,7 @@ def otsu_threshold(volume: torch.Tensor, bins: int = 256) -> float:
 
 
 def fit_gaussians(volume: torch.Tensor, pixel_size_angstrom: float, n_gaussians: int,
-                  threshold: float | None = None, seed: int = 0, n_steps: int = 60,
+                  threshold: float | None = None, seed: int = 0, n_steps: int = 40,
                   fixed_positions: torch.Tensor | None = None) -> tuple[GaussianModel, torch.Tensor]:
     """Fit ``n_gaussians`` Gaussians to a map.
 
@@ -106,12 +106,17 @@ def fit_gaussians(volume: torch.Tensor, pixel_size_angstrom: float, n_gaussians:
     optimiser = torch.optim.Adam([{"params": [positions], "lr": 0.1 * pixel_size_angstrom},
                                   {"params": [log_amp, log_sigma], "lr": 0.05}])
     scale = float(volume.pow(2).mean())
-    for _ in range(n_steps):
+    previous = float("inf")
+    for step in range(n_steps):
         optimiser.zero_grad()
         model = render_volume(positions, log_amp.exp(), log_sigma.exp().expand(n_gaussians), d, pixel_size_angstrom)
         loss = (model - volume).pow(2).mean() / scale
         loss.backward()
         optimiser.step()
+        if step % 10 == 9:  # stop when ten steps gain less than 2% of the residual
+            if float(loss.detach()) > 0.98 * previous:
+                break
+            previous = float(loss.detach())
     fitted = GaussianModel(positions.detach(), log_amp.detach().exp(), log_sigma.detach().exp().expand(n_gaussians).clone())
     curve = fsc(render_volume(fitted.positions_angstrom, fitted.amplitudes, fitted.sigma_angstrom, d, pixel_size_angstrom), volume)
     log.info("fitted %d Gaussians (width %.2f Å, threshold %.4g): map-vs-model FSC %.3f at half Nyquist, "

@@ -17,11 +17,11 @@ from ..reconstruction.imaging import batch_ctf, centred_spectra
 from .losses import data_term
 from .model import ForwardModel
 
-REFINE_STEPS = 30
+REFINE_STEPS = 12
 
 
 def refine_latents(model: ForwardModel, batch: ParticleBatch, weights: torch.Tensor, z0: torch.Tensor,
-                   steps: int = REFINE_STEPS, lr: float = 0.05) -> torch.Tensor:
+                   steps: int = REFINE_STEPS, lr: float = 0.1) -> torch.Tensor:
     """``(b, l)`` codes minimising the training objective for a batch, from ``z0``."""
     ctf = batch_ctf(batch)
     spectra = centred_spectra(batch)
@@ -44,7 +44,8 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
     Args:
         weights: ``(d, d)`` noise whitening weights of this model.
         learnt: ``(n_particles, l)`` the model's learnt codes (valid where ``trained``).
-        trained: ``(n_particles,)`` bool, particles this model trained on.
+        trained: ``(n_particles,)`` bool, particles whose code in ``learnt`` is final (the ones this
+            model trained on, or codes already refined).
 
     Returns:
         ``(len(indices), l)`` codes in the order of ``indices``.

@@ -145,12 +145,14 @@ def _write_latents(config, table, images, states, validation, trained, device, o
     held_out = np.flatnonzero(validation)
     for h in (1, 2):
         model, weights, learnt = states[h].model, states[h].noise.weights(), states[h].latents.weight.detach().cpu()
-        members = np.flatnonzero(table.half_set == h)
-        latents[members] = particle_latents(model, weights, learnt, trained[h], table, images, members,
-                                            config.batch_size, device)
-        rms[members] = rms_displacement(model, latents[members], config.batch_size, device)
         codes[h] = particle_latents(model, weights, learnt, trained[h], table, images, held_out,
                                     config.batch_size, device)
+        members = np.flatnonzero(table.half_set == h)
+        known = learnt.clone()
+        known[torch.as_tensor(held_out)] = torch.as_tensor(codes[h])  # validation codes refined once
+        latents[members] = particle_latents(model, weights, known, trained[h] | validation, table, images, members,
+                                            config.batch_size, device)
+        rms[members] = rms_displacement(model, latents[members], config.batch_size, device)
     errors = np.full(n, np.nan, dtype=np.float32)
     if len(held_out):
         errors[held_out] = disagreement((states[1].model, states[2].model), codes[1], codes[2], config.batch_size, device)
