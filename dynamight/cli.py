@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+import types
 from pathlib import Path
 
 from . import __version__
@@ -93,6 +94,15 @@ def console() -> None:
     """Console-script entry point."""
     sys.exit(main())
 
+
+class _CallableModule(types.ModuleType):
+    """RELION 5's wrapper runs ``from dynamight import cli; exit(cli())``: the module is callable."""
+
+    def __call__(self, argv: list[str] | None = None) -> int:
+        return main(argv)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     console()
