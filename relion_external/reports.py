@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import starfile
 
-from .logfile import Report
+from dynamight.reconstruction.report import draw_fsc
 
-FSC_THRESHOLDS = (0.143, 0.5)
+from .logfile import Report
 
 
 def fsc_report(fsc_star: Path) -> Report:
@@ -27,17 +26,6 @@ def fsc_report(fsc_star: Path) -> Report:
                   "FSC (unmasked)": "rlnFourierShellCorrelationUnmaskedMaps"}
 
     def draw(ax) -> None:
-        frequency = table["rlnResolution"].to_numpy()
-        for label, column in curves.items():
-            ax.plot(frequency, table[column].to_numpy(), label=label)
-        for threshold in FSC_THRESHOLDS:
-            ax.axhline(threshold, color="grey", lw=0.8, ls="--")
-        ticks = np.linspace(0, frequency.max(), 6)[1:]
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([f"{1 / t:.1f}" for t in ticks])
-        ax.set_xlabel("resolution (Å)")
-        ax.set_ylabel("FSC")
-        ax.set_ylim(-0.1, 1.05)
-        ax.legend(fontsize=8)
+        draw_fsc(ax, table, curves)
 
     return Report(lines, [("Fourier shell correlation of the half-maps", draw)])

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..data.images import ParticleImages
 from ..data.particles import read_particles
-from ..data.volumes import check_same_grid, read_map
+from ..data.volumes import read_mask
 from ..reconstruction.plain import reconstruct_half_maps
 from ..reconstruction.report import write_half_maps
 from ..runtime import JobControl, progress, resolve_device, save_config
@@ -38,11 +38,7 @@ def run(config: Config, job: JobControl) -> None:
     table = read_particles(config.refinement_star_file, seed=config.seed)
     images = ParticleImages(table, preload=config.preload_images)
     group = table.optics_groups[0]
-    mask = None
-    if config.mask_file is not None:
-        volume = read_map(config.mask_file, what="mask")
-        check_same_grid(volume, config.mask_file, group.box_px, group.pixel_size_angstrom, "mask")
-        mask = volume.data
+    mask = read_mask(config.mask_file, group.box_px, group.pixel_size_angstrom)
     out = config.output_directory
     out.mkdir(parents=True, exist_ok=True)
     save_config(out / "config.json", config)

@@ -65,6 +65,15 @@ def check_same_grid(volume: Volume, path, box_px: int, pixel_size_angstrom: floa
         )
 
 
+def read_mask(path, box_px: int, pixel_size_angstrom: float, what: str = "mask") -> torch.Tensor | None:
+    """``(d, d, d)`` mask of ``path`` (``None`` when no path), checked against the particles' grid."""
+    if path is None:
+        return None
+    volume = read_map(path, what=what)
+    check_same_grid(volume, path, box_px, pixel_size_angstrom, what)
+    return volume.data
+
+
 def soft_mask(volume: torch.Tensor, threshold: float, extend_px: int = 2, soft_edge_px: int = 4) -> torch.Tensor:
     """A soft mask around the density above ``threshold`` (as ``relion_mask_create``).
 

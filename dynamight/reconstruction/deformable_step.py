@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..data.images import ParticleImages
-from ..data.volumes import check_same_grid, read_map
+from ..data.volumes import read_mask
 from ..errors import InputError
 from ..runtime import JobControl, progress, resolve_device, save_config
 from ..training.checkpoint import load_checkpoint
@@ -42,11 +42,7 @@ def deformable_backprojection(config, job: JobControl) -> None:
     if len({(g.box_px, g.pixel_size_angstrom) for g in table.optics_groups}) > 1:
         raise InputError(f"{table.star_path}: optics groups have different box or pixel sizes")
     group = table.optics_groups[0]
-    mask = None
-    if config.mask_file is not None:
-        volume = read_map(config.mask_file, what="mask")
-        check_same_grid(volume, config.mask_file, group.box_px, group.pixel_size_angstrom, "mask")
-        mask = volume.data
+    mask = read_mask(config.mask_file, group.box_px, group.pixel_size_angstrom)
     report_inverse(config.inverse_deformation_directory or config.output_directory / "inverse_deformations")
     images = ParticleImages(table, preload=config.preload_images)
     out = config.output_directory / "backprojection"

@@ -46,6 +46,23 @@ def write_fsc(path: Path, curves: dict[str, torch.Tensor], box_px: int, pixel_si
     return general
 
 
+def draw_fsc(ax, table: pd.DataFrame, curves: dict[str, str]) -> None:
+    """Draw ``{legend label: column}`` FSC curves of a ``data_fsc`` table on a matplotlib axis,
+    against spatial frequency labelled in Å, with the 0.143 and 0.5 thresholds."""
+    frequency = table["rlnResolution"].to_numpy()
+    for label, column in curves.items():
+        ax.plot(frequency, table[column].to_numpy(), label=label)
+    for threshold in (0.143, 0.5):
+        ax.axhline(threshold, color="grey", lw=0.8, ls="--")
+    ticks = np.linspace(0, frequency.max(), 6)[1:]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{1 / t:.1f}" for t in ticks])
+    ax.set_xlabel("resolution (Å)")
+    ax.set_ylabel("FSC")
+    ax.set_ylim(-0.1, 1.05)
+    ax.legend(fontsize=8)
+
+
 def plot_fsc(path: Path, table: pd.DataFrame, labels: list[str]) -> None:
     """FSC against spatial frequency, labelled in Å, with the 0.143 and 0.5 thresholds."""
     import matplotlib
@@ -54,18 +71,7 @@ def plot_fsc(path: Path, table: pd.DataFrame, labels: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label in labels:
-        ax.plot(table["rlnResolution"], table[label], label=label.replace("rlnFourierShellCorrelation", "FSC "))
-    for threshold in (0.143, 0.5):
-        ax.axhline(threshold, color="grey", lw=0.8, ls="--")
-    ticks = ax.get_xticks()
-    ticks = ticks[(ticks > 0) & (ticks <= table["rlnResolution"].max())]
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{1 / t:.1f}" for t in ticks])
-    ax.set_xlabel("resolution (Å)")
-    ax.set_ylabel("FSC")
-    ax.set_ylim(-0.1, 1.05)
-    ax.legend(fontsize=8)
+    draw_fsc(ax, table, {label.replace("rlnFourierShellCorrelation", "FSC "): label for label in labels})
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip("."))
