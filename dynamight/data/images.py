@@ -47,20 +47,24 @@ class ParticleImages:
             self._preload()
 
     def _validate(self) -> None:
+        """Check every stack's header once: found, 2D images of the optics group's box, long enough.
+        O(particles + stacks)."""
         t = self.table
-        box = t.box_px
+        n_stacks = len(t.stack_paths)
+        last = np.full(n_stacks, -1, dtype=np.int64)
+        np.maximum.at(last, t.stack_index, t.image_index)
+        box = np.zeros(n_stacks, dtype=np.int64)
+        box[t.stack_index] = t.box_px  # one optics group's box per stack (checked below)
         for s, path in enumerate(t.stack_paths):
             if path is None:
                 raise InputError(f"{t.star_path}: image stack '{t.stack_names[s]}' not found (looked in "
                                  f"{Path.cwd()} and {t.star_path.parent})")
-            rows = np.flatnonzero(t.stack_index == s)
             n, h, w = stack_shape(path)
-            if h != w or h not in set(box[rows].tolist()):
-                raise InputError(f"{path}: images are {w}x{h} px; expected {int(box[rows[0]])}x{int(box[rows[0]])} "
+            if h != w or h != box[s]:
+                raise InputError(f"{path}: images are {w}x{h} px; expected {box[s]}x{box[s]} "
                                  f"(rlnImageSize of the optics group in {t.star_path})")
-            worst = int(t.image_index[rows].max())
-            if worst >= n:
-                raise InputError(f"{t.star_path}: image {worst + 1}@{path} is beyond the stack, which holds {n} images")
+            if last[s] >= n:
+                raise InputError(f"{t.star_path}: image {last[s] + 1}@{path} is beyond the stack, which holds {n} images")
 
     def _preload(self) -> None:
         sizes = set(self.table.box_px.tolist())
