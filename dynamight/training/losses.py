@@ -1,4 +1,4 @@
-"""Loss terms: the noise-whitened Fourier data term, the KL divergence, and the noise spectrum."""
+"""Loss terms: the noise-whitened Fourier data term and the noise spectrum it uses."""
 
 from __future__ import annotations
 
@@ -65,8 +65,3 @@ def data_term(observed: torch.Tensor, predicted: torch.Tensor, weights: torch.Te
         ``(b,)`` ``0.5 * sum_k w_k |Y_k - M_k|^2`` (half, as the spectrum of a real image is Hermitian).
     """
     return 0.5 * ((observed - predicted).abs().pow(2) * weights).sum(dim=(-1, -2))
-
-
-def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """``(b, l)`` x2 -> ``(b,)`` KL of ``N(mu, exp(logvar))`` from ``N(0, 1)``."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
