@@ -17,7 +17,8 @@ from pathlib import Path
 from . import __version__
 from .commands.options import add_config_arguments, build_config
 from .errors import InputError
-from .runtime import JobControl, Terminated, format_error, setup_logging
+from .distributed import finish, launch_from_environment
+from .runtime import JobAborted, JobControl, Terminated, format_error, setup_logging
 
 COMMANDS = {
     "deformable-backprojection": "deformable_backprojection",
@@ -68,8 +69,9 @@ def _job_directory(argv: list[str]) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    job = JobControl(_job_directory(argv))
-    setup_logging()
+    main_process = launch_from_environment().is_main  # in a distributed run, only rank 0 writes files
+    job = JobControl(_job_directory(argv) if main_process else None)
+    setup_logging(quiet=not main_process)
     try:
         with job.lifecycle():
             args = vars(build_parser().parse_args(argv))
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             module.run(config, job)
     except SystemExit as exc:
         return int(exc.code or 0)
+    except JobAborted:  # rank 0 of a distributed run wrote RELION_JOB_EXIT_ABORTED
+        return 0
     except Terminated:
         log.error("terminated (SIGTERM)")
         return 143
@@ -87,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: keep the traceback
         print(format_error(exc), file=sys.stderr)
         return 1
+    finally:
+        finish()
     return 0
 
 

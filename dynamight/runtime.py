@@ -21,6 +21,7 @@ import torch
 from pydantic import BaseModel
 
 from . import __version__
+from .distributed import any_rank, launch_from_environment
 from .errors import InputError
 
 log = logging.getLogger("dynamight")
@@ -38,24 +39,31 @@ class Terminated(Exception):
 
 
 def resolve_device(gpu_id: int | None) -> torch.device:
-    """``None``: the first GPU if there is one, else the CPU; ``-1``: the CPU; ``N``: GPU ``N``."""
+    """``None``: the first GPU if there is one, else the CPU; ``-1``: the CPU; ``N``: GPU ``N``.
+
+    In a distributed launch (see :mod:`dynamight.distributed`) the process with local rank ``k``
+    takes the ``k``-th GPU from there on (``N + k``; ``k`` with no GPU given).
+    """
+    local = launch_from_environment().local_rank
     if gpu_id is None:
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
     if gpu_id < 0:
         return torch.device("cpu")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if gpu_id >= count:
-        raise InputError(f"GPU {gpu_id} requested (gpu id), but this machine has {count} GPU(s); use -1 for the CPU")
-    return torch.device(f"cuda:{gpu_id}")
+    if gpu_id + local >= count:
+        raise InputError(f"GPU {gpu_id + local} requested (gpu id {gpu_id}, local process {local}), but this "
+                         f"machine has {count} GPU(s); use -1 for the CPU")
+    return torch.device(f"cuda:{gpu_id + local}")
 
 
-def setup_logging(log_file: Path | None = None) -> None:
-    """Rich log lines on a terminal, plain lines otherwise (RELION's ``run.out``)."""
+def setup_logging(log_file: Path | None = None, quiet: bool = False) -> None:
+    """Rich log lines on a terminal, plain lines otherwise (RELION's ``run.out``); ``quiet``: only
+    warnings and errors (the other processes of a distributed run)."""
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_dynamight", False)]:
         root.removeHandler(old)
         old.close()
-    root.setLevel(logging.INFO)
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
     handlers: list[logging.Handler] = []
     if sys.stdout.isatty():
         from rich.logging import RichHandler
@@ -79,9 +87,13 @@ class JobControl:
     def __init__(self, directory: Path | None):
         self.directory = directory
 
+    def abort_requested(self) -> bool:
+        """``True`` once RELION asked the job to stop."""
+        return self.directory is not None and (self.directory / ABORT_NOW).exists()
+
     def check_abort(self) -> None:
         """Raise :class:`JobAborted` if RELION asked to stop."""
-        if self.directory is not None and (self.directory / ABORT_NOW).exists():
+        if self.abort_requested():
             raise JobAborted()
 
     @contextlib.contextmanager
@@ -120,7 +132,9 @@ class JobControl:
 class Progress:
     """Counts work done; a rich bar on a terminal, else one log line per ``report_every`` fraction.
 
-    Every :meth:`advance` also checks for an abort request.
+    Every :meth:`advance` also checks for an abort request; in a distributed run it is collective
+    (rank 0 reads the request, every process stops at the same step), so every process must
+    advance the same number of times.
     """
 
     def __init__(self, job: JobControl, description: str, total: int, log_lines: bool = True):
@@ -143,7 +157,8 @@ class Progress:
         elif self.log_lines and self.total and self.done / self.total >= self._next_report:
             log.info("%s: %d/%d (%.0f s)", self.description, self.done, self.total, time.time() - self._start)
             self._next_report += 0.1
-        self.job.check_abort()
+        if any_rank(self.job.abort_requested()):
+            raise JobAborted()
 
     def close(self) -> None:
         if self._bar is not None:

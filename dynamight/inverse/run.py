@@ -10,6 +10,7 @@ import starfile
 import torch
 
 from ..data.particles import read_particles
+from ..distributed import barrier, initialise
 from ..errors import InputError
 from ..runtime import JobControl, progress, resolve_device, save_config
 from ..training.checkpoint import load_checkpoint, save_checkpoint
@@ -45,12 +46,14 @@ def load_run(output_directory: Path, checkpoint_file: Path | None, device: torch
 
 def optimize_inverse_deformations(config, job: JobControl) -> None:
     device = resolve_device(config.gpu_id)
+    main = initialise(device).is_main  # only the main process writes files
     if config.n_threads:
         torch.set_num_threads(config.n_threads)
     table, models, saved, latents, validation = load_run(config.output_directory, config.checkpoint_file, device)
     out = config.output_directory / "inverse_deformations"
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(out / "config.json", config)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(out / "config.json", config)
     halves, report = {}, {}
     n_latent = latents.shape[1]
     with progress(job, "inverse deformations", 2 * config.n_epochs, log_lines=False) as advance:
@@ -73,11 +76,13 @@ def optimize_inverse_deformations(config, job: JobControl) -> None:
             report[half] = float(error.pow(2).mean().sqrt())
             log.info("half %d: held-out RMS of forward then inverse: %.3f Å (%d particles)", half, report[half], len(check))
             halves[str(half)] = {"model": inverse.state_dict(), "history": history, "held_out_rms": report[half]}
-            if config.save_deformations:
+            if config.save_deformations and main:
                 save_deformations(out / f"deformations_half{half}.npy", forward, latents[table.half_set == half],
                                   config.batch_size, device)
-    save_checkpoint(out / "inv_chkpt.pth", {"format": INVERSE_FORMAT, "config": config.model_dump(mode="json"),
-                                            "n_latent": n_latent, "halves": halves})
+    if main:
+        save_checkpoint(out / "inv_chkpt.pth", {"format": INVERSE_FORMAT, "config": config.model_dump(mode="json"),
+                                                "n_latent": n_latent, "halves": halves})
+    barrier()
 
 
 def save_deformations(path: Path, forward, codes: np.ndarray, batch_size: int, device) -> None:

@@ -13,7 +13,10 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
+from ..distributed import all_reduce_sum, current, shard
 from ..model.decoder import DisplacementDecoder
 from ..training.model import ForwardModel
 
@@ -38,30 +41,39 @@ def composition_error(forward: ForwardModel, inverse: DisplacementDecoder, z: to
 def fit_inverse(forward: ForwardModel, inverse: DisplacementDecoder, codes: np.ndarray, n_epochs: int,
                 batch_size: int, device: torch.device, seed: int,
                 on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
-    """Train ``inverse`` on ``(m, l)`` codes; returns the RMS composition error (Å) per epoch."""
+    """Train ``inverse`` on ``(m, l)`` codes; returns the RMS composition error (Å) per epoch.
+
+    In a distributed run every process draws the same batches and takes its share of each
+    (:func:`~dynamight.distributed.shard`); DDP averages the gradients of the shares' losses, scaled
+    so that the step is the single-process one.
+    """
     optimiser = torch.optim.Adam(inverse.parameters(), lr=2e-3)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, n_epochs))
+    runner = inverse
+    if dist.is_initialized():
+        runner = DistributedDataParallel(inverse, device_ids=[device] if device.type == "cuda" else None)
+    world = current().world
     z_all = torch.as_tensor(codes, device=device)
+    ones = torch.ones(forward.positions.shape[0], device=device)
     history = []
     forward.eval()
     for epoch in range(n_epochs):
-        order = torch.randperm(len(z_all), generator=torch.Generator().manual_seed(seed + epoch)).to(device)
-        total, count = 0.0, 0
-        for start in range(0, len(order), batch_size):
-            z = z_all[order[start:start + batch_size]]
+        order = torch.randperm(len(z_all), generator=torch.Generator().manual_seed(seed + epoch)).numpy()
+        total = torch.zeros(2, dtype=torch.float64, device=device)  # summed squared error, points
+        for start in range(0, len(order) - world + 1, batch_size):  # every process gets a share
+            full = order[start:start + batch_size]
+            z = z_all[torch.as_tensor(shard(full), device=device)]
             with torch.no_grad():
-                forward_part = forward.displacements(z)
-            deformed = forward.positions + forward_part
-            ones = torch.ones(forward.positions.shape[0], device=device)
-            error = deformed + inverse(z, deformed, ones) - forward.positions
-            loss = error.pow(2).sum(-1).mean()
+                deformed = forward.positions + forward.displacements(z)
+            squared = (deformed + runner(z, deformed, ones) - forward.positions).pow(2).sum(-1)
+            loss = squared.sum() / (len(full) * squared.shape[1]) * world
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += float(loss.detach()) * len(z)
-            count += len(z)
+            total += torch.stack([squared.detach().sum().double(), torch.tensor(float(squared.numel()), device=device)])
         scheduler.step()
-        history.append(float(np.sqrt(total / max(count, 1))))
+        all_reduce_sum(total)
+        history.append(float((total[0] / total[1].clamp(min=1)).sqrt()))
         if on_epoch is not None:
             on_epoch(epoch, history[-1])
     return history

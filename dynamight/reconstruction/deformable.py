@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..distributed import all_reduce_sum
 from ..data.fourier import fft_centred, ifft_centred, radial_index
 from .deformation_field import FieldInterpolator
 from .fourier_slice import FourierBackprojector
@@ -129,6 +130,14 @@ class DeformableAccumulator:
     def add(self, other: "DeformableAccumulator") -> None:
         self.spectrum += other.spectrum
         self.weights += other.weights
+
+    def summed_over_processes(self) -> "DeformableAccumulator":
+        """A copy holding the totals of every process of a distributed run (this one's alone otherwise)."""
+        total = DeformableAccumulator.__new__(DeformableAccumulator)
+        total.__dict__.update(self.__dict__)
+        total.spectrum = torch.view_as_complex(all_reduce_sum(torch.view_as_real(self.spectrum).clone()))
+        total.weights = all_reduce_sum(self.weights.clone())
+        return total
 
     def spectrum_and_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Same interface as :meth:`FourierBackprojector.spectrum_and_weight`."""

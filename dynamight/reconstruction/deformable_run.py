@@ -16,6 +16,7 @@ from ..data.batches import group_batches, load_batch
 from ..data.files import atomic_path
 from ..data.images import ParticleImages
 from ..data.particles import ParticleTable
+from ..distributed import any_rank, current, from_main, is_main
 from ..errors import InputError
 from ..model.graph import mean_neighbour_distance
 from ..training.inference import displacements_of
@@ -55,38 +56,50 @@ def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: d
                          on_batch: Callable[[int], None] | None = None) -> HalfMaps:
     """Both half-maps (``batch_size`` codes per decoder call, ``insert_batch_size`` images per
     insertion); resumable: progress is saved in ``state_dir`` at most every
-    ``SAVE_EVERY_SECONDS`` (after a cluster); a killed run redoes at most that much."""
+    ``SAVE_EVERY_SECONDS`` (after a round of clusters); a killed run redoes at most that much.
+
+    In a distributed run the clusters are dealt out in rounds, one per process (cluster
+    ``round * P + rank``); the accumulators are summed over the processes at each save and at the
+    end, and only rank 0 writes the progress file.
+    """
     group = table.optics_groups[0]
     box, pixel = group.box_px, group.pixel_size_angstrom
+    launch = current()
     accumulators = {h: DeformableAccumulator(box, device=device) for h in (1, 2)}
-    done = _load_progress(state_dir / PROGRESS_FILE, accumulators)
+    done = from_main(lambda: _load_progress(state_dir / PROGRESS_FILE, accumulators))
+    if not launch.is_main:  # rank 0 holds the saved totals; the others add only their new clusters
+        accumulators = {h: DeformableAccumulator(box, device=device) for h in (1, 2)}
     last_save = time.monotonic()
     for half in (1, 2):
         model = models[half]
         members = np.flatnonzero(table.half_set == half)
         labels = kmeans(latents[members], n_clusters_for(len(members)), seed=seed + half)
-        spacing = mean_neighbour_distance(model.positions)
-        warper = ClusterWarper(model.positions, box, pixel, downsample, spacing)
-        for cluster in range(int(labels.max()) + 1):
-            chosen = members[labels == cluster]
-            if (half, cluster) in done or len(chosen) == 0:
-                if on_batch is not None:
-                    on_batch(len(chosen))
-                continue
-            for idx in group_batches(table, chosen, insert_batch_size):
-                insert_batch(accumulators[half].cluster, load_batch(table, images, idx, device), pixel)
-                if on_batch is not None:
-                    on_batch(len(idx))
-            shift = None if zero_deformation else mean_displacement(model, latents[chosen], batch_size, device)
-            accumulators[half].finish_cluster(warper, shift)
-            done.add((half, cluster))
-            if time.monotonic() - last_save > SAVE_EVERY_SECONDS:
+        warper = ClusterWarper(model.positions, box, pixel, downsample, mean_neighbour_distance(model.positions))
+        n_clusters = int(labels.max()) + 1
+        for first in range(0, n_clusters, launch.world):
+            round_ = range(first, min(first + launch.world, n_clusters))
+            cluster = first + launch.rank
+            chosen = members[labels == cluster] if cluster in round_ else members[:0]
+            if (half, cluster) not in done and len(chosen):
+                for idx in group_batches(table, chosen, insert_batch_size):
+                    insert_batch(accumulators[half].cluster, load_batch(table, images, idx, device), pixel)
+                shift = None if zero_deformation else mean_displacement(model, latents[chosen], batch_size, device)
+                accumulators[half].finish_cluster(warper, shift)
+            done.update((half, c) for c in round_)
+            if on_batch is not None:
+                on_batch(int(np.isin(labels, list(round_)).sum()))
+            if any_rank(time.monotonic() - last_save > SAVE_EVERY_SECONDS):
                 _save_progress(state_dir / PROGRESS_FILE, accumulators, done)
                 last_save = time.monotonic()
-    return half_maps_from(accumulators[1], accumulators[2], box, pixel)
+    totals = {h: a.summed_over_processes() for h, a in accumulators.items()}
+    return half_maps_from(totals[1], totals[2], box, pixel)
 
 
 def _save_progress(path: Path, accumulators: dict, done: set) -> None:
+    """Rank 0 saves the totals of every process (collective: every process calls it)."""
+    accumulators = {h: a.summed_over_processes() for h, a in accumulators.items()}
+    if not is_main():
+        return
     with atomic_path(path) as tmp:
         torch.save({"format": "dynamight-backprojection-progress", "version": 1,
                     "done": sorted([list(x) for x in done]),

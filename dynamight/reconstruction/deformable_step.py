@@ -10,6 +10,7 @@ import torch
 from ..data.images import ParticleImages
 from ..data.volumes import read_mask
 from ..errors import InputError
+from ..distributed import barrier, initialise
 from ..runtime import JobControl, progress, resolve_device, save_config
 from ..training.checkpoint import load_checkpoint
 from .deformable_run import PROGRESS_FILE, deformable_half_maps
@@ -36,6 +37,7 @@ def deformable_backprojection(config, job: JobControl) -> None:
     from ..inverse.run import load_run
 
     device = resolve_device(config.gpu_id)
+    main = initialise(device).is_main  # only the main process writes files
     if config.n_threads:
         torch.set_num_threads(config.n_threads)
     table, models, saved, latents, _ = load_run(config.output_directory, config.checkpoint_file, device)
@@ -46,11 +48,14 @@ def deformable_backprojection(config, job: JobControl) -> None:
     report_inverse(config.inverse_deformation_directory or config.output_directory / "inverse_deformations")
     images = ParticleImages(table, preload=config.preload_images)
     out = config.output_directory / "backprojection"
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(out / "config.json", config)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(out / "config.json", config)
     with progress(job, "deformable backprojection", len(table)) as advance:
         maps = deformable_half_maps(table, images, models, latents, device, config.batch_size, config.downsample,
                                     out, seed=config.seed, insert_batch_size=config.backprojection_batch_size,
                                     on_batch=advance)
-    write_half_maps(out, maps, HALF_MAP_NAMES, mask)
-    (out / PROGRESS_FILE).unlink(missing_ok=True)
+    if main:
+        write_half_maps(out, maps, HALF_MAP_NAMES, mask)
+        (out / PROGRESS_FILE).unlink(missing_ok=True)
+    barrier()

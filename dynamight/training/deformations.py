@@ -26,10 +26,12 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from ..data.batches import ParticleBatch, group_batches, load_batch
 from ..data.images import ParticleImages
 from ..data.particles import ParticleTable
+from ..distributed import all_reduce_sum, shard
 from ..model.graph import DistancePrior
 from ..reconstruction.imaging import batch_ctf, centred_spectra
 from .losses import NoiseSpectrum, data_term
@@ -37,6 +39,7 @@ from .model import ForwardModel
 
 log = logging.getLogger(__name__)
 LAMBDA_EVERY = 10
+TERMS = ("data", "kl", "prior")  # the loss terms logged per epoch
 
 
 @dataclass
@@ -44,6 +47,7 @@ class HalfState:
     """Everything that changes while one half trains."""
 
     model: ForwardModel
+    runner: torch.nn.Module  # ``model``, or ``model`` wrapped in DistributedDataParallel
     prior: DistancePrior
     noise: NoiseSpectrum
     optimiser: torch.optim.Optimizer
@@ -72,31 +76,56 @@ class HalfState:
 
 
 def _gradient_norm(loss: torch.Tensor, params: list[torch.Tensor]) -> float:
+    """Norm of the gradient of ``loss`` summed over the processes (``loss`` is this process's share)."""
     grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-    return float(torch.sqrt(sum((g.pow(2).sum() for g in grads if g is not None), torch.tensor(0.0))))
+    flat = torch.cat([g.flatten() for g in grads if g is not None] or [loss.new_zeros(1)])
+    return float(all_reduce_sum(flat).norm())
+
+
+def _sync_latents(state: HalfState, batch_indices: np.ndarray, local: np.ndarray) -> None:
+    """After a distributed step: every process's table of codes (and SparseAdam's moments) gets the
+    rows the other processes updated, so that all copies stay identical."""
+    if not dist.is_initialized():
+        return
+    weight = state.latents.weight
+    moments = state.latent_optimiser.state[weight]
+    tables = [weight.data, moments["exp_avg"], moments["exp_avg_sq"]]
+    rows = torch.as_tensor(batch_indices, device=weight.device)
+    mine = torch.as_tensor(np.isin(batch_indices, local), device=weight.device)
+    gathered = all_reduce_sum(torch.cat([t[rows] * mine[:, None] for t in tables], dim=1))
+    for t, part in zip(tables, gathered.chunk(len(tables), dim=1)):
+        t[rows] = part
 
 
 def train_batch(state: HalfState, batch: ParticleBatch, generator: torch.Generator,
-                use_prior: bool = True) -> dict[str, float]:
-    """One optimisation step on one batch (``use_prior=False`` during warm-up: lambda = 0);
-    returns the batch's mean loss terms."""
-    model = state.model
+                use_prior: bool = True, full_batch: np.ndarray | None = None) -> dict[str, float]:
+    """One optimisation step on one batch (``use_prior=False`` during warm-up: lambda = 0).
+
+    In a distributed run ``batch`` is this process's share (:func:`~dynamight.distributed.shard`)
+    of ``full_batch``; each term is then scaled so that the gradients averaged by DDP equal those
+    of the whole batch, and the latent noise is drawn for the whole batch, so that the step is the
+    one a single process would take. Returns the share's summed loss terms and its size ``n``.
+    """
+    full = batch.indices if full_batch is None else full_batch
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    share = len(batch.indices) / len(full) * world  # local means -> this process's part of the batch mean
     ctf = batch_ctf(batch)
     spectra = centred_spectra(batch)
-    mu, _ = model.encode(spectra, ctf, batch.rotations)
-    eps = torch.randn(mu.shape, generator=generator).to(mu.device)
-    free = state.latents(torch.as_tensor(batch.indices, device=mu.device))
+    eps = torch.randn((len(full), state.latents.embedding_dim), generator=generator)
+    eps = eps[torch.as_tensor(np.flatnonzero(np.isin(full, batch.indices)))].to(spectra.device)
+    free = state.latents(torch.as_tensor(batch.indices, device=spectra.device))
+    if world > 1:  # DDP averages the network's gradients; the codes' own gradients are local
+        free.register_hook(lambda g: g / world)
     z = free + state.latent_noise * eps
-    kl = 0.5 * free.pow(2).sum(-1).mean()  # the N(0, I) prior on the codes
-    amortisation = (mu - free.detach()).pow(2).sum(-1).mean()
-    deformed = model.positions + model.displacements(z)
-    predicted = model.predict(deformed, batch.rotations, ctf)
-    data = data_term(spectra, predicted, state.noise.weights().to(spectra.device)).mean()
-    prior = state.prior(deformed)
+    mu, deformed, predicted = state.runner(spectra, ctf, batch.rotations, z)
+    kl = 0.5 * free.pow(2).sum(-1).mean() * share  # the N(0, I) prior on the codes
+    amortisation = (mu - free.detach()).pow(2).sum(-1).mean() * share
+    data = data_term(spectra, predicted, state.noise.weights().to(spectra.device)).mean() * share
+    prior = state.prior(deformed) * share
     if not use_prior:
         state.lam = 0.0
     elif state.step % LAMBDA_EVERY == 0 or state.lam == 0.0:
-        decoder_params = [p for p in model.decoder.parameters() if p.requires_grad]
+        decoder_params = [p for p in state.model.decoder.parameters() if p.requires_grad]
         prior_norm = _gradient_norm(prior, decoder_params)
         if prior_norm > 0:
             state.lam = state.regularization_factor * _gradient_norm(data, decoder_params) / prior_norm
@@ -106,9 +135,12 @@ def train_batch(state: HalfState, batch: ParticleBatch, generator: torch.Generat
     loss.backward()
     state.optimiser.step()
     state.latent_optimiser.step()
+    _sync_latents(state, full, batch.indices)
     state.noise.accumulate(spectra - predicted)
     state.step += 1
-    return {"data": float(data.detach()) / spectra[0].numel(), "kl": float(kl.detach()), "prior": float(prior.detach())}
+    n = len(batch.indices)
+    return {"data": float(data.detach()) / share * n / spectra[0].numel(), "kl": float(kl.detach()) / share * n,
+            "prior": float(prior.detach()) / share * n, "n": n}
 
 
 def epoch_generator(seed: int, epoch: int, half: int) -> torch.Generator:
@@ -123,17 +155,20 @@ def train_epoch(state: HalfState, table: ParticleTable, images: ParticleImages, 
     order = indices[torch.randperm(len(indices), generator=generator).numpy()]
     start = time.time()
     totals: dict[str, float] = {}
-    n = 0
     state.model.train()
+    world = dist.get_world_size() if dist.is_initialized() else 1
     for idx in group_batches(table, order, batch_size):
-        terms = train_batch(state, load_batch(table, images, idx, device), generator, use_prior)
+        if len(idx) < world:  # a last batch too small to give every process a particle
+            continue
+        terms = train_batch(state, load_batch(table, images, shard(idx), device), generator, use_prior, idx)
         for k, v in terms.items():
-            totals[k] = totals.get(k, 0.0) + v * len(idx)
-        n += len(idx)
+            totals[k] = totals.get(k, 0.0) + v
         if on_batch is not None:
             on_batch(len(idx))
     state.noise.update()
-    result = {k: v / max(n, 1) for k, v in totals.items()}
+    summed = all_reduce_sum(torch.tensor([totals.get(k, 0.0) for k in TERMS + ("n",)], dtype=torch.float64,
+                                         device=device)).tolist()
+    result = {k: v / max(summed[-1], 1) for k, v in zip(TERMS, summed)}
     result.update({"lambda": state.lam, "seconds": time.time() - start, "epoch": epoch})
     state.history.append(result)
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..data.fourier import radial_index
+from ..distributed import all_reduce_sum
 
 
 class NoiseSpectrum:
@@ -30,7 +31,10 @@ class NoiseSpectrum:
         self._count += residual.shape[0]
 
     def update(self) -> None:
-        """Replace the estimate by the residual power accumulated since the last update."""
+        """Replace the estimate by the residual power accumulated since the last update (by all
+        processes of a distributed run)."""
+        all_reduce_sum(self._sum)
+        self._count = int(all_reduce_sum(torch.tensor([self._count], device=self._sum.device)).item())
         if self._count == 0:
             return
         counts = torch.zeros_like(self._sum).index_add_(

@@ -82,3 +82,19 @@ class ForwardModel(nn.Module):
         images = project_gaussians(deformed, self.amplitudes, self.sigma, rotations, self.box_px,
                                    self.pixel_size_angstrom)
         return fft_centred(images, 2) * ctf * self.log_scale.exp()
+
+    def forward(self, spectra: torch.Tensor, ctf: torch.Tensor, rotations: torch.Tensor,
+                z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One training pass (what :class:`~torch.nn.parallel.DistributedDataParallel` wraps).
+
+        Args:
+            spectra: ``(b, d, d)`` centred image spectra; ``ctf``: ``(b, d, d)``;
+            rotations: ``(b, 3, 3)``; z: ``(b, l)`` the particles' latent codes.
+
+        Returns:
+            ``(b, l)`` the encoder's code, ``(b, n, 3)`` deformed positions (Å) and ``(b, d, d)``
+            the predicted spectra.
+        """
+        mu, _ = self.encode(spectra, ctf, rotations)
+        deformed = self.positions + self.displacements(z)
+        return mu, deformed, self.predict(deformed, rotations, ctf)

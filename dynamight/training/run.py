@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from ..data.batches import load_batch
 from ..data.images import ParticleImages
 from ..data.particles import read_particles
+from ..distributed import all_reduce_sum, barrier, from_main, initialise, shard
 from ..errors import InputError
 from ..model.gaussians import GaussianModel
 from ..model.graph import DistancePrior
@@ -29,16 +32,21 @@ log = logging.getLogger(__name__)
 
 
 def _initialise(state: HalfState, batch, device) -> None:
-    """Encoder input scale, image scale (least squares) and noise spectrum from a first batch."""
+    """Encoder input scale, image scale (least squares) and noise spectrum from a first batch (in a
+    distributed run, each process holds its share of that batch and the sums are taken over all)."""
     model = state.model
     with torch.no_grad():
         ctf = batch_ctf(batch)
         spectra = centred_spectra(batch)
         predicted = model.predict(model.positions.expand(len(batch.indices), -1, -1), batch.rotations, ctf)
-        scale = (spectra * predicted.conj()).real.sum() / predicted.abs().pow(2).sum().clamp(min=1e-30)
+        inputs = model.encoder_input(spectra, ctf, batch.rotations).double()
+        sums = all_reduce_sum(torch.stack([(spectra * predicted.conj()).real.sum().double(),
+                                           predicted.abs().pow(2).sum().double(), inputs.sum(),
+                                           inputs.pow(2).sum(), torch.tensor(inputs.numel(), device=device)]))
+        scale, (s1, s2, count) = sums[0] / sums[1].clamp(min=1e-30), sums[2:]
         model.log_scale.fill_(float(torch.log(scale.clamp(min=1e-6))))
-        model.input_scale.fill_(1.0 / float(model.encoder_input(spectra, ctf, batch.rotations).std()))
-        state.noise.accumulate(spectra - predicted * scale)
+        model.input_scale.fill_(float(((count - 1) / (s2 - s1 * s1 / count)).sqrt()))
+        state.noise.accumulate(spectra - predicted * scale.float())
         state.noise.update()
 
 
@@ -53,7 +61,11 @@ def _new_state(config, gaussians: GaussianModel, movable, body, n_bodies, box, p
     with torch.no_grad():
         latents.weight.copy_(0.1 * torch.randn(latents.weight.shape, generator=torch.Generator().manual_seed(seed)))
     latent_optimiser = torch.optim.SparseAdam(list(latents.parameters()), lr=config.latent_learning_rate)
-    return HalfState(model, DistancePrior(gaussians.positions_angstrom.to(device)), NoiseSpectrum(box, device),
+    runner = model
+    if dist.is_initialized():
+        runner = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                         broadcast_buffers=False)
+    return HalfState(model, runner, DistancePrior(gaussians.positions_angstrom.to(device)), NoiseSpectrum(box, device),
                      optimiser, config.regularization_factor, latents, latent_optimiser,
                      latent_noise=config.latent_noise)
 
@@ -62,6 +74,7 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
     if config.n_threads:
         torch.set_num_threads(config.n_threads)
     device = resolve_device(config.gpu_id)
+    main = initialise(device).is_main  # only the main process writes files
     out = config.output_directory / "forward_deformations"
     checkpoints = out / "checkpoints"
     table = read_particles(config.refinement_star_file, seed=config.seed)
@@ -80,17 +93,12 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
         start_epoch = int(saved["epoch"]) + 1
         log.info("resuming from %s (epoch %d done)", resume, start_epoch)
     else:
-        gaussians, _, curve = consensus_gaussians(config.initial_model, config.atomic_model, config.initial_threshold,
-                                                   config.n_gaussians, box, pixel, config.seed)
-        movable = torch.ones(len(gaussians))
-        if config.mask_file is not None:
-            movable = (mask_values(config.mask_file, gaussians, box, pixel, "mask") >= 0.5).float()
-        body, n_bodies = (body_assignment(deformation_masks, gaussians, box, pixel) if deformation_masks
-                          else (torch.full((len(gaussians),), -1), 0))
+        gaussians, movable, body, n_bodies = from_main(lambda: _consensus(config, deformation_masks, box, pixel))
         validation = validation_split(table.half_set, config.validation_fraction, config.seed)
         start_epoch = 0
-        out.mkdir(parents=True, exist_ok=True)
-        write_gaussians(out / "consensus_gaussians.star", gaussians)
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            write_gaussians(out / "consensus_gaussians.star", gaussians)
 
     extent = float((gaussians.positions_angstrom.norm(dim=-1) + 2 * gaussians.sigma_angstrom).max())
     diameter = config.particle_diameter or 2 * extent
@@ -105,9 +113,10 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
             states[h].load_state_dict(saved["halves"][str(h)])
     else:
         for h in (1, 2):
-            _initialise(states[h], load_batch(table, images, train[h][: config.batch_size], device), device)
-    save_config(config.output_directory / "config.json", config)
-    writer = _tensorboard(out / "tensorboard")
+            _initialise(states[h], load_batch(table, images, shard(train[h][: config.batch_size]), device), device)
+    if main:
+        save_config(config.output_directory / "config.json", config)
+    writer = _tensorboard(out / "tensorboard") if main else None
 
     def payload(epoch: int) -> dict:
         return {"epoch": epoch, "config": config.model_dump(mode="json"), "gaussians": gaussians.state_dict(),
@@ -128,12 +137,27 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
                     for key in ("data", "kl", "prior", "lambda"):
                         writer.add_scalar(f"half{h}/{key}", r[key], epoch)
                 writer.flush()
-            save_checkpoint(checkpoints / f"{epoch:03d}.pth", payload(epoch))
-    save_checkpoint(out / "checkpoint_final.pth", payload(config.n_epochs - 1))
-    trained = {h: np.isin(np.arange(len(table)), train[h]) for h in (1, 2)}
-    _write_latents(config, table, images, states, validation, trained, device, out)
+            if main:
+                save_checkpoint(checkpoints / f"{epoch:03d}.pth", payload(epoch))
+    if main:
+        save_checkpoint(out / "checkpoint_final.pth", payload(config.n_epochs - 1))
+        trained = {h: np.isin(np.arange(len(table)), train[h]) for h in (1, 2)}
+        _write_latents(config, table, images, states, validation, trained, device, out)
     if writer is not None:
         writer.close()
+    barrier()  # the others leave once the outputs are complete
+
+
+def _consensus(config, deformation_masks: Path | None, box: int, pixel: float):
+    """The consensus Gaussians, which of them may move (mask) and their bodies (rigid mode)."""
+    gaussians, _, _ = consensus_gaussians(config.initial_model, config.atomic_model, config.initial_threshold,
+                                          config.n_gaussians, box, pixel, config.seed)
+    movable = torch.ones(len(gaussians))
+    if config.mask_file is not None:
+        movable = (mask_values(config.mask_file, gaussians, box, pixel, "mask") >= 0.5).float()
+    body, n_bodies = (body_assignment(deformation_masks, gaussians, box, pixel) if deformation_masks
+                      else (torch.full((len(gaussians),), -1), 0))
+    return gaussians, movable, body, n_bodies
 
 
 def _write_latents(config, table, images, states, validation, trained, device, out: Path) -> None:
