@@ -148,3 +148,42 @@ def test_rigid_bodies_move_rigidly(tiny_project, tmp_path):
         before = torch.cdist(model.positions[members], model.positions[members], compute_mode=exact)
         after = torch.cdist(moved[0][members], moved[0][members], compute_mode=exact)
         assert (before - after).abs().max() < 1e-3  # distances within a body are kept
+
+
+def test_out_of_memory_splits_batches_into_chunks(tiny_project, tmp_path, monkeypatch, caplog):
+    """A batch that does not fit is processed in chunks that add up to the same step (with the prior
+    off: lambda's re-balancing reads the first chunk's gradients); other errors are not caught."""
+    from dynamight.training.model import ForwardModel
+
+    no_prior = ["--n-warmup-epochs", "2"]
+    assert _train(tiny_project, tmp_path / "whole", extra=no_prior) == 0
+    original = ForwardModel.forward
+
+    def small_only(self, spectra, *args):
+        if spectra.shape[0] > 8:
+            raise torch.OutOfMemoryError("simulated: batch too large")
+        return original(self, spectra, *args)
+
+    monkeypatch.setattr(ForwardModel, "forward", small_only)
+    assert _train(tiny_project, tmp_path / "chunked", extra=no_prior) == 0
+    assert any("splitting each batch into 4 chunks" in r.getMessage() for r in caplog.records)
+    a = torch.load(tmp_path / "whole" / "forward_deformations" / "checkpoint_final.pth", weights_only=True)
+    b = torch.load(tmp_path / "chunked" / "forward_deformations" / "checkpoint_final.pth", weights_only=True)
+    for half in ("1", "2"):
+        for key, value in a["halves"][half]["model"].items():
+            assert torch.allclose(value, b["halves"][half]["model"][key], rtol=1e-3, atol=1e-4), key
+        assert torch.allclose(a["halves"][half]["latents"], b["halves"][half]["latents"], rtol=1e-3, atol=1e-4)
+
+    def broken(self, spectra, *args):
+        raise RuntimeError("not a memory problem")
+
+    monkeypatch.setattr(ForwardModel, "forward", broken)
+    with pytest.raises(RuntimeError, match="not a memory problem"):
+        from dynamight.commands import optimize_deformations
+        from dynamight.commands.options import build_config
+        from dynamight.runtime import JobControl
+        config = build_config(optimize_deformations.Config, {
+            "refinement_star_file": tiny_project / "particles.star", "output_directory": tmp_path / "broken",
+            "initial_model": tiny_project / "map.mrc", "n_gaussians": 120, "n_latent_dimensions": 2,
+            "batch_size": 32, "gpu_id": -1, "n_epochs": 1})
+        optimize_deformations.run(config, JobControl(None))

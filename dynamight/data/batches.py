@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -12,6 +14,8 @@ from .ctf import CtfParameters
 from .geometry import centring_shift_px, euler_angles_to_matrix
 from .images import ParticleImages
 from .particles import ParticleTable
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -37,6 +41,11 @@ class ParticleBatch:
     @property
     def box_px(self) -> int:
         return self.images.shape[-1]
+
+    def part(self, rows: slice) -> "ParticleBatch":
+        """The particles ``rows`` of this batch."""
+        return ParticleBatch(self.indices[rows], self.images[rows], self.rotations[rows], self.centring_shift_px[rows],
+                             None if self.ctf is None else self.ctf[rows], self.pixel_size_angstrom)
 
 
 def ctf_parameters(table: ParticleTable, indices: np.ndarray, device=None) -> CtfParameters:
@@ -75,3 +84,18 @@ def load_batch(table: ParticleTable, images: ParticleImages, indices: np.ndarray
         ctf=ctf_parameters(table, indices, device) if table.has_ctf else None,
         pixel_size_angstrom=group.pixel_size_angstrom,
     )
+
+
+def read_ahead(batches: Iterable[np.ndarray], load: Callable[[np.ndarray], T], depth: int = 2) -> Iterator[tuple[np.ndarray, T]]:
+    """``(indices, load(indices))`` for each batch, loading up to ``depth`` batches ahead in a
+    background thread (reading overlaps computing; memory stays bounded by ``depth`` batches)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: deque = deque()
+        for indices in batches:
+            pending.append((indices, pool.submit(load, indices)))
+            if len(pending) > depth:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()

@@ -1,12 +1,20 @@
-"""Particle images from MRC stacks: memory-mapped, read lazily in batches, validated up front."""
+"""Particle images from MRC stacks: read lazily, image by image, in batches; validated up front.
+
+Images are read with positional reads (``os.pread``) rather than memory maps: a memory map's pages
+stay in the process's resident memory once touched, so a pass over a dataset larger than RAM
+would grow with the dataset. Here a process holds only the batches it is working on.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import mrcfile
+import mrcfile.utils
 import numpy as np
 
 from ..errors import InputError
@@ -30,17 +38,56 @@ def stack_shape(path: Path) -> tuple[int, int, int]:
     return max(nz, 1), ny, nx
 
 
+@dataclass
+class _Stack:
+    """An open MRC stack: file descriptor, data offset (bytes), image dtype and shape."""
+
+    fd: int
+    offset: int
+    dtype: np.dtype
+    shape: tuple[int, int]
+
+    @classmethod
+    def open(cls, path: Path) -> "_Stack":
+        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+            header = mrc.header
+            dtype = mrcfile.utils.data_dtype_from_header(header)
+            offset = header.nbytes + int(header.nsymbt)
+            shape = (int(header.ny), int(header.nx))
+        return cls(os.open(path, os.O_RDONLY), offset, dtype, shape)
+
+    def read(self, image: int) -> np.ndarray:
+        size = self.shape[0] * self.shape[1] * self.dtype.itemsize
+        data = os.pread(self.fd, size, self.offset + image * size)
+        return np.frombuffer(data, dtype=self.dtype).reshape(self.shape)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def available_memory_bytes() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` (``None`` where there is no such file)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 class ParticleImages:
-    """Read particle images by particle index, lazily from memory-mapped stacks.
+    """Read particle images by particle index, lazily, with positional reads from the stacks.
 
     At most ``max_open`` stacks stay open. With ``preload=True`` every image is read once into
-    one contiguous float32 array per box size (the size is logged before reading).
+    one contiguous float32 array (the size is logged before reading; if it would take more than
+    80% of the available memory the images stay on disk, with a warning).
     """
 
     def __init__(self, table: ParticleTable, preload: bool = False, max_open: int = 128):
         self.table = table
         self.max_open = max_open
-        self._open: OrderedDict[int, mrcfile.mrcmemmap.MrcMemmap] = OrderedDict()
+        self._open: OrderedDict[int, _Stack] = OrderedDict()
         self._validate()
         self._preloaded: np.ndarray | None = None
         if preload:
@@ -72,19 +119,27 @@ class ParticleImages:
             log.warning("not preloading: optics groups have different box sizes %s", sorted(sizes))
             return
         d = sizes.pop()
-        log.info("preloading %d images of %d px: %.2f GB in memory", len(self.table), d, len(self.table) * d * d * 4 / 1e9)
-        self._preloaded = self.read(np.arange(len(self.table)))
+        needed, available = len(self.table) * d * d * 4, available_memory_bytes()
+        if available is not None and needed > 0.8 * available:
+            log.warning("not preloading: %d images of %d px need %.2f GB, more than 80%% of the %.2f GB of memory "
+                        "available; reading them from disk instead", len(self.table), d, needed / 1e9, available / 1e9)
+            return
+        log.info("preloading %d images of %d px: %.2f GB in memory", len(self.table), d, needed / 1e9)
+        self._preloaded = np.empty((len(self.table), d, d), dtype=np.float32)
+        for start in range(0, len(self.table), 4096):
+            rows = np.arange(start, min(start + 4096, len(self.table)))
+            self._preloaded[rows] = self.read(rows)
 
-    def _stack(self, s: int):
-        mrc = self._open.get(s)
-        if mrc is None:
-            mrc = mrcfile.mmap(self.table.stack_paths[s], mode="r", permissive=True)
-            self._open[s] = mrc
+    def _stack(self, s: int) -> _Stack:
+        stack = self._open.get(s)
+        if stack is None:
+            stack = _Stack.open(self.table.stack_paths[s])
+            self._open[s] = stack
             if len(self._open) > self.max_open:
                 self._open.popitem(last=False)[1].close()
         else:
             self._open.move_to_end(s)
-        return mrc
+        return stack
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         """Images of the given particles.
@@ -105,9 +160,7 @@ class ParticleImages:
         d = int(t.box_px[indices[0]])
         out = np.empty((len(indices), d, d), dtype=np.float32)
         for i, p in enumerate(indices):
-            mrc = self._stack(int(t.stack_index[p]))
-            data = mrc.data
-            out[i] = data[t.image_index[p]] if data.ndim == 3 else data
+            out[i] = self._stack(int(t.stack_index[p])).read(int(t.image_index[p]))
         if not np.isfinite(out).all():
             bad = indices[~np.isfinite(out).reshape(len(indices), -1).all(1)][0]
             raise InputError(f"{t.stack_paths[t.stack_index[bad]]}: image {t.image_index[bad] + 1} contains NaN or "
@@ -115,6 +168,9 @@ class ParticleImages:
         return out
 
     def close(self) -> None:
-        for mrc in self._open.values():
-            mrc.close()
+        for stack in self._open.values():
+            stack.close()
         self._open.clear()
+
+    def __del__(self) -> None:
+        self.close()

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..data.batches import ParticleBatch, group_batches, load_batch
+from ..data.batches import ParticleBatch, group_batches, load_batch, read_ahead
 from ..data.images import ParticleImages
 from ..data.particles import ParticleTable
 from ..distributed import all_reduce_sum, shard
@@ -57,6 +57,7 @@ class HalfState:
     latent_noise: float = 0.1
     lam: float = 0.0
     step: int = 0
+    chunks: int = 1  # each batch is processed in this many chunks (more after out-of-memory errors)
     history: list[dict] = field(default_factory=list)
 
     def state_dict(self) -> dict:
@@ -104,15 +105,56 @@ def train_batch(state: HalfState, batch: ParticleBatch, generator: torch.Generat
     In a distributed run ``batch`` is this process's share (:func:`~dynamight.distributed.shard`)
     of ``full_batch``; each term is then scaled so that the gradients averaged by DDP equal those
     of the whole batch, and the latent noise is drawn for the whole batch, so that the step is the
-    one a single process would take. Returns the share's summed loss terms and its size ``n``.
+    one a single process would take. If the batch does not fit in the GPU's memory it is split
+    into chunks whose gradients add up to the same step (only on out-of-memory errors, and only
+    in a single-process run, where no other process waits in a collective). Returns the share's
+    summed loss terms and its size ``n``.
     """
     full = batch.indices if full_batch is None else full_batch
+    eps = torch.randn((len(full), state.latents.embedding_dim), generator=generator)
+    eps = eps[torch.as_tensor(np.flatnonzero(np.isin(full, batch.indices)))].to(batch.images.device)
+    while True:
+        noise = state.noise.mark()
+        try:
+            return _step(state, batch, eps, full, use_prior)
+        except torch.OutOfMemoryError:
+            if dist.is_initialized() or state.chunks >= len(batch.indices):
+                raise
+            state.noise.rollback(noise)
+            state.chunks *= 2
+            log.warning("out of memory on a batch of %d: splitting each batch into %d chunks", len(full), state.chunks)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+def _step(state: HalfState, batch: ParticleBatch, eps: torch.Tensor, full: np.ndarray,
+          use_prior: bool) -> dict[str, float]:
     world = dist.get_world_size() if dist.is_initialized() else 1
-    share = len(batch.indices) / len(full) * world  # local means -> this process's part of the batch mean
+    if not use_prior:
+        state.lam = 0.0
+    state.optimiser.zero_grad()
+    state.latent_optimiser.zero_grad()
+    size = -(-len(batch.indices) // state.chunks)
+    totals = {"data": 0.0, "kl": 0.0, "prior": 0.0, "n": len(batch.indices)}
+    for first in range(0, len(batch.indices), size):
+        rows = slice(first, first + size)
+        terms = _backward(state, batch.part(rows), eps[rows], len(batch.indices[rows]) / len(full) * world,
+                          use_prior and first == 0, world)
+        for k, v in terms.items():
+            totals[k] += v
+    state.optimiser.step()
+    state.latent_optimiser.step()
+    _sync_latents(state, full, batch.indices)
+    state.step += 1
+    return totals
+
+
+def _backward(state: HalfState, batch: ParticleBatch, eps: torch.Tensor, share: float, rebalance: bool,
+              world: int) -> dict[str, float]:
+    """Loss of (part of) a batch, scaled by ``share`` (its fraction of the batch times the number of
+    processes), back-propagated; re-balances lambda first when due. Returns summed terms."""
     ctf = batch_ctf(batch)
     spectra = centred_spectra(batch)
-    eps = torch.randn((len(full), state.latents.embedding_dim), generator=generator)
-    eps = eps[torch.as_tensor(np.flatnonzero(np.isin(full, batch.indices)))].to(spectra.device)
     free = state.latents(torch.as_tensor(batch.indices, device=spectra.device))
     if world > 1:  # DDP averages the network's gradients; the codes' own gradients are local
         free.register_hook(lambda g: g / world)
@@ -122,25 +164,16 @@ def train_batch(state: HalfState, batch: ParticleBatch, generator: torch.Generat
     amortisation = (mu - free.detach()).pow(2).sum(-1).mean() * share
     data = data_term(spectra, predicted, state.noise.weights().to(spectra.device)).mean() * share
     prior = state.prior(deformed) * share
-    if not use_prior:
-        state.lam = 0.0
-    elif state.step % LAMBDA_EVERY == 0 or state.lam == 0.0:
+    if rebalance and (state.step % LAMBDA_EVERY == 0 or state.lam == 0.0):
         decoder_params = [p for p in state.model.decoder.parameters() if p.requires_grad]
         prior_norm = _gradient_norm(prior, decoder_params)
         if prior_norm > 0:
             state.lam = state.regularization_factor * _gradient_norm(data, decoder_params) / prior_norm
-    loss = data + kl + state.lam * prior + amortisation
-    state.optimiser.zero_grad()
-    state.latent_optimiser.zero_grad()
-    loss.backward()
-    state.optimiser.step()
-    state.latent_optimiser.step()
-    _sync_latents(state, full, batch.indices)
+    (data + kl + state.lam * prior + amortisation).backward()
     state.noise.accumulate(spectra - predicted)
-    state.step += 1
     n = len(batch.indices)
     return {"data": float(data.detach()) / share * n / spectra[0].numel(), "kl": float(kl.detach()) / share * n,
-            "prior": float(prior.detach()) / share * n, "n": n}
+            "prior": float(prior.detach()) / share * n}
 
 
 def epoch_generator(seed: int, epoch: int, half: int) -> torch.Generator:
@@ -157,10 +190,9 @@ def train_epoch(state: HalfState, table: ParticleTable, images: ParticleImages, 
     totals: dict[str, float] = {}
     state.model.train()
     world = dist.get_world_size() if dist.is_initialized() else 1
-    for idx in group_batches(table, order, batch_size):
-        if len(idx) < world:  # a last batch too small to give every process a particle
-            continue
-        terms = train_batch(state, load_batch(table, images, shard(idx), device), generator, use_prior, idx)
+    batches = (idx for idx in group_batches(table, order, batch_size) if len(idx) >= world)  # a share for each
+    for idx, batch in read_ahead(batches, lambda idx: load_batch(table, images, shard(idx), device)):
+        terms = train_batch(state, batch, generator, use_prior, idx)
         for k, v in terms.items():
             totals[k] = totals.get(k, 0.0) + v
         if on_batch is not None:

@@ -30,6 +30,13 @@ class NoiseSpectrum:
         self._sum.index_add_(0, self.shells.flatten()[keep], power[keep])
         self._count += residual.shape[0]
 
+    def mark(self) -> tuple[torch.Tensor, int]:
+        """The accumulated state, to :meth:`rollback` to (a step that failed half-way)."""
+        return self._sum.clone(), self._count
+
+    def rollback(self, mark: tuple[torch.Tensor, int]) -> None:
+        self._sum, self._count = mark[0].clone(), mark[1]
+
     def update(self) -> None:
         """Replace the estimate by the residual power accumulated since the last update (by all
         processes of a distributed run)."""
