@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,9 +36,13 @@ class Config(BaseModel):
     n_linear_layers: int = Field(8, ge=2, description="decoder layers")
     n_neurons_per_layer: int = Field(32, ge=4, description="decoder width")
     n_encoder_neurons: int = Field(256, ge=8, description="encoder width")
+    decoder_motion: Literal["local-rigid", "displacement"] = Field(
+        "local-rigid", description="what the decoder gives each Gaussian: a rotation and translation (a rigid domain "
+                                   "motion is then constant over the domain) or a displacement (upstream)")
     latent_learning_rate: float = Field(0.05, gt=0, description="learning rate of the per-particle latent codes")
     latent_noise: float = Field(0.1, ge=0, description="noise added to the latent codes while training (smooths the decoder)")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
+    mixed_precision: bool = Field(False, description="bfloat16 for the encoder and decoder networks on GPUs (rendering and losses stay float32)")
     validation_fraction: float = Field(0.1, ge=0, lt=0.5, description="fraction of each half-set held out for validation")
     seed: int = Field(0, description="random seed")
 

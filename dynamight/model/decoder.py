@@ -19,18 +19,26 @@ def positional_encoding(positions: torch.Tensor, extent_angstrom: float, n_frequ
 class DisplacementDecoder(nn.Module):
     """``[PE(c_j), z] -> MLP -> delta_j`` with the last layer zero-initialised (no motion at start).
 
+    ``local_rigid=True``: the MLP gives each Gaussian a rotation ``R_j`` (about the box centre) and
+    a translation ``t_j``, and ``delta_j = R_j c_j + t_j - c_j``. A region that moves as one rigid
+    body (a domain swinging about a hinge) then has a *constant* output, which the network makes as
+    easily as a plain shift, and which leaves every distance inside it unchanged, so the distance
+    prior does not pull the rotation towards a translation. ``local_rigid=False``: the MLP gives
+    ``delta_j`` directly (upstream's decoder), where a rotation needs a field linear in position.
+
     The first layer is split into a per-Gaussian and a per-particle part, so the ``(b, n)``
     broadcast starts at the first hidden layer.
     """
 
     def __init__(self, n_latent: int, extent_angstrom: float, n_frequencies: int = 6, hidden: int = 32,
-                 n_layers: int = 8, step_angstrom: float = 1.0):
+                 n_layers: int = 8, step_angstrom: float = 1.0, local_rigid: bool = False):
         super().__init__()
         self.extent_angstrom, self.n_frequencies, self.step_angstrom = extent_angstrom, n_frequencies, step_angstrom
+        self.local_rigid = local_rigid
         self.from_position = nn.Linear(6 * n_frequencies, hidden)
         self.from_latent = nn.Linear(n_latent, hidden, bias=False)
         self.hidden = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(n_layers - 2))
-        self.out = nn.Linear(hidden, 3)
+        self.out = nn.Linear(hidden, 6 if local_rigid else 3)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -52,7 +60,13 @@ class DisplacementDecoder(nn.Module):
         h = torch.relu(from_position + self.from_latent(z)[:, None])
         for layer in self.hidden:
             h = torch.relu(layer(h))
-        return self.out(h) * self.step_angstrom * movable[None, :, None]
+        out = self.out(h)
+        if not self.local_rigid:
+            return out * self.step_angstrom * movable[None, :, None]
+        # one output unit turns a point at the extent by about step_angstrom
+        rotation = axis_angle_to_matrix(out[..., :3].float() * (self.step_angstrom / self.extent_angstrom))
+        moved = torch.einsum("...ij,...j->...i", rotation, positions.expand(out.shape[:-1] + (3,)))
+        return (moved - positions + out[..., 3:] * self.step_angstrom) * movable[None, :, None]
 
 
 def axis_angle_to_matrix(v: torch.Tensor) -> torch.Tensor:

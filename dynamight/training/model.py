@@ -22,7 +22,8 @@ class ForwardModel(nn.Module):
 
     def __init__(self, gaussians: GaussianModel, movable: torch.Tensor, box_px: int, pixel_size_angstrom: float,
                  n_latent: int, mask_radius_px: float, body: torch.Tensor | None = None, n_bodies: int = 0,
-                 n_frequencies: int = 6, n_layers: int = 8, n_neurons: int = 32, encoder_hidden: int = 256):
+                 n_frequencies: int = 6, n_layers: int = 8, n_neurons: int = 32, encoder_hidden: int = 256,
+                 local_rigid: bool = False):
         super().__init__()
         self.box_px, self.pixel_size_angstrom = box_px, pixel_size_angstrom
         self.register_buffer("positions", gaussians.positions_angstrom.clone())
@@ -38,8 +39,9 @@ class ForwardModel(nn.Module):
             self.decoder: nn.Module = RigidBodyDecoder(n_latent, n_bodies, step_angstrom=pixel_size_angstrom)
         else:
             self.decoder = DisplacementDecoder(n_latent, extent, n_frequencies, n_neurons, n_layers,
-                                               step_angstrom=pixel_size_angstrom)
+                                               step_angstrom=pixel_size_angstrom, local_rigid=local_rigid)
         self.rigid = bool(n_bodies)
+        self.mixed_precision = False
 
     def encoder_input(self, spectra: torch.Tensor, ctf: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
         """``(b, d, d)`` real images for the encoder: the residual of the centred image after
@@ -60,13 +62,20 @@ class ForwardModel(nn.Module):
             ``(b, l)`` mean and ``(b, l)`` log-variance.
         """
         images = self.encoder_input(spectra, ctf, rotations) * self.input_scale
-        return self.encoder(images, rotations.flatten(1))
+        with self._networks_precision(images.device):
+            mu, logvar = self.encoder(images, rotations.flatten(1))
+        return mu.float(), logvar.float()
 
     def displacements(self, z: torch.Tensor) -> torch.Tensor:
         """``(b, l)`` -> ``(b, n, 3)`` displacements, Å."""
-        if self.rigid:
-            return self.decoder(z, self.positions, self.body)
-        return self.decoder(z, self.positions, self.movable)
+        with self._networks_precision(z.device):
+            delta = self.decoder(z, self.positions, self.body if self.rigid else self.movable)
+        return delta.float()
+
+    def _networks_precision(self, device: torch.device):
+        """bfloat16 autocast of the encoder and decoder networks when ``mixed_precision`` is set and
+        they run on a GPU; rendering, CTF, FFTs and losses always stay float32."""
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.mixed_precision and device.type == "cuda")
 
     def predict(self, deformed: torch.Tensor, rotations: torch.Tensor, ctf: torch.Tensor) -> torch.Tensor:
         """Predicted centred spectra.

@@ -23,7 +23,8 @@ def load_forward_models(path: Path, box_px: int, pixel_size_angstrom: float,
         model = ForwardModel(gaussians, saved["movable"], box_px, pixel_size_angstrom, config["n_latent_dimensions"],
                              float(saved["mask_radius_px"]),
                              saved["body"], int(saved["n_bodies"]), config["n_positional_encoding_dimensions"],
-                             config["n_linear_layers"], config["n_neurons_per_layer"], config["n_encoder_neurons"])
+                             config["n_linear_layers"], config["n_neurons_per_layer"], config["n_encoder_neurons"],
+                             config.get("decoder_motion", "displacement") == "local-rigid")
         model.load_state_dict(state)
         models[half] = model.to(device).eval()
     return models, saved

@@ -55,7 +55,8 @@ def _new_state(config, gaussians: GaussianModel, movable, body, n_bodies, box, p
     torch.manual_seed(seed)  # network initialisation
     model = ForwardModel(gaussians, movable, box, pixel, config.n_latent_dimensions, radius_px, body, n_bodies,
                          config.n_positional_encoding_dimensions, config.n_linear_layers, config.n_neurons_per_layer,
-                         config.n_encoder_neurons).to(device)
+                         config.n_encoder_neurons, config.decoder_motion == "local-rigid").to(device)
+    model.mixed_precision = config.mixed_precision
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     latents = torch.nn.Embedding(n_particles, config.n_latent_dimensions, sparse=True).to(device)
     with torch.no_grad():

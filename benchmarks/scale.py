@@ -1,0 +1,149 @@
+"""Scale: particles per second and peak memory of training, inverse deformations and deformable
+backprojection at box 64 and 128; 1 against 2 processes; peak training memory at 2,000 against
+20,000 particles. Every stage runs in a fresh process (``measured.py``), on the GPU when there is
+one (``--gpu-id -1`` forces the CPU).
+
+    python benchmarks/scale.py [--gpu-id -1] [--skip-memory] [--skip-processes]
+
+Upstream DynaMight on the 2-core CPU machine of this project, as quoted in its issues: training
+200 particles x 3 epochs in 28 s inside its training function (21 particle-epochs/s), deformable
+backprojection 0.84 s per particle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from dynamight.simulate.dataset import simulate
+from dynamight.training.checkpoint import load_checkpoint
+
+HERE = Path(__file__).resolve().parent
+UPSTREAM_TRAINING_PER_S, UPSTREAM_BACKPROJECTION_S = 600 / 28.0, 0.84
+
+
+def measure(args: list[str], processes: int = 1) -> dict:
+    """Run ``dynamight ARGS`` in fresh process(es); the cost of rank 0 (peak memory: the largest)."""
+    if processes > 1:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
+                    "--master-port", str(port)]
+    else:
+        launcher = [sys.executable]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([*launcher, str(HERE / "measured.py"), *args], capture_output=True, text=True, env=env)
+    records = [json.loads(line.split("MEASURED ", 1)[1]) for line in done.stdout.splitlines() if "MEASURED " in line]
+    if done.returncode != 0 or not records:
+        raise RuntimeError(f"dynamight {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    first = min(records, key=lambda r: r["rank"])
+    return {"seconds": first["seconds"], "peak_rss_mb": max(r["peak_rss_mb"] for r in records),
+            "peak_gpu_mb": max(r["peak_gpu_mb"] for r in records)}
+
+
+def training_args(project: Path, out: Path, gpu: str, epochs: int, gaussians: int, latent: int) -> list[str]:
+    return ["optimize-deformations", "--refinement-star-file", str(project / "particles.star"), "--output-directory",
+            str(out), "--initial-model", str(project / "map.mrc"), "--n-gaussians", str(gaussians),
+            "--n-latent-dimensions", str(latent), "--n-epochs", str(epochs), "--batch-size", "64", "--gpu-id", gpu]
+
+
+def training_rate(out: Path) -> float:
+    """Particle-epochs per second inside the training loop (both halves), from the checkpoint."""
+    saved = load_checkpoint(out / "forward_deformations" / "checkpoint_final.pth")
+    seconds = sum(e["seconds"] for h in ("1", "2") for e in saved["halves"][h]["history"])
+    n_train = int((~saved["validation"].bool()).sum())
+    return n_train * len(saved["halves"]["1"]["history"]) / seconds
+
+
+def memory(record: dict) -> str:
+    gpu = f", GPU {record['peak_gpu_mb']:.0f} MB" if record["peak_gpu_mb"] else ""
+    return f"peak RSS {record['peak_rss_mb']:.0f} MB{gpu}"
+
+
+def stages(root: Path, gpu: str) -> None:
+    for n, box in ((2000, 64), (1000, 128)):
+        project, out = root / f"p{box}", root / f"r{box}"
+        simulate(project, n_particles=n, box_px=box, pixel_size_angstrom=128.0 / box, snr=0.1, motion="hinge", seed=0)
+        t = measure(training_args(project, out, gpu, 2, 1500, 6))
+        print(f"box {box}, {n} particles: training (1500 Gaussians, 6 latent dims, batch 64, 2 epochs) "
+              f"{training_rate(out):.0f} particle-epochs/s in the loop (upstream {UPSTREAM_TRAINING_PER_S:.0f} at box 64), "
+              f"{t['seconds']:.0f} s end to end, {memory(t)}", flush=True)
+        t = measure(["optimize-inverse-deformations", str(out), "--n-epochs", "5", "--gpu-id", gpu])
+        print(f"box {box}: inverse deformations (5 epochs) {t['seconds']:.1f} s, {5 * n / t['seconds']:.0f} "
+              f"particle-epochs/s, {memory(t)}", flush=True)
+        t = measure(["deformable-backprojection", str(out), "--gpu-id", gpu])
+        print(f"box {box}: deformable backprojection {t['seconds'] / n:.4f} s/particle "
+              f"({UPSTREAM_BACKPROJECTION_S / (t['seconds'] / n):.0f}x upstream's {UPSTREAM_BACKPROJECTION_S} s at box 64), "
+              f"{memory(t)}", flush=True)
+
+
+def processes(root: Path) -> None:
+    project = root / "p64"
+    if not (project / "particles.star").is_file():
+        simulate(project, n_particles=2000, box_px=64, pixel_size_angstrom=2.0, snr=0.1, motion="hinge", seed=0)
+    rates = {}
+    for p in (1, 2):
+        out = root / f"procs{p}"
+        t = measure(training_args(project, out, "-1", 2, 1500, 6) + ["--n-threads", str(max(1, (os.cpu_count() or 2) // p))], p)
+        rates[p] = training_rate(out)
+        print(f"CPU, {p} process(es) (gloo), box 64, 2000 particles: {rates[p]:.0f} particle-epochs/s in the loop, "
+              f"{t['seconds']:.0f} s end to end, {memory(t)}", flush=True)
+    print(f"2 processes / 1 process: {rates[2] / rates[1]:.2f}x", flush=True)
+
+
+def peak_memory(root: Path, gpu: str) -> None:
+    peaks, metadata = {}, {}
+    for n in (2000, 20000):
+        project = root / f"m{n}"
+        simulate(project, n_particles=n, box_px=64, pixel_size_angstrom=2.0, snr=0.1, motion="hinge", seed=0)
+        peaks[n] = measure(training_args(project, root / f"mr{n}", gpu, 1, 600, 2))
+        metadata[n] = _metadata_mb(project)
+        print(f"{n} particles, box 64 (600 Gaussians, 1 epoch): training {memory(peaks[n])}; "
+              f"particle table and codes alone {metadata[n]:.0f} MB", flush=True)
+    allowed = 1.1 * peaks[2000]["peak_rss_mb"] + metadata[20000] - metadata[2000]
+    print(f"peak RSS 20,000 vs 2,000 particles: {peaks[20000]['peak_rss_mb']:.0f} vs {peaks[2000]['peak_rss_mb']:.0f} MB "
+          f"(allowed: 10% + metadata = {allowed:.0f} MB): {'OK' if peaks[20000]['peak_rss_mb'] <= allowed else 'EXCEEDED'}")
+
+
+def _metadata_mb(project: Path) -> float:
+    """Peak RSS of a process that only reads the particle table and makes its codes, minus one that imports."""
+    code = ("import resource, sys, numpy as np; from dynamight.data.particles import read_particles; "
+            "t = read_particles(sys.argv[1]) if len(sys.argv) > 1 else None; "
+            "z = np.zeros((len(t), 2 * 4), np.float32) if t else None; "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    base = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    full = float(subprocess.run([sys.executable, "-c", code, str(project / "particles.star")], capture_output=True,
+                                text=True, check=True).stdout)
+    return full - base
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu-id", default=None, help="-1 for the CPU (default: the first GPU if there is one)")
+    parser.add_argument("--skip-stages", action="store_true")
+    parser.add_argument("--skip-processes", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    gpu = args.gpu_id or ("0" if torch.cuda.is_available() else "-1")
+    print(f"device: {torch.cuda.get_device_name(int(gpu)) if gpu != '-1' else f'CPU, {os.cpu_count()} cores'}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        if not args.skip_stages:
+            stages(root, gpu)
+        if not args.skip_processes:
+            processes(root)
+        if not args.skip_memory:
+            peak_memory(root, gpu)
+
+
+if __name__ == "__main__":
+    main()
