@@ -1,8 +1,9 @@
 """Latent codes and displacements of particles after training.
 
-Training particles keep the codes learnt for them. Any other particle (validation, or another
-half's) is encoded, then its code is refined against the frozen decoder by a few Adam steps on
-``whitened data term + |z|^2 / 2`` (the same objective the training codes minimised).
+Every particle's code is refined against the final, frozen decoder by a few Adam steps on
+``whitened data term + |z|^2 / 2`` (the objective the training codes minimised): a training
+particle's code starts from the code learnt for it (updated once per epoch while the decoder was
+still changing), any other particle's (validation, or another half's) from the encoder's code.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
     Args:
         weights: ``(d, d)`` noise whitening weights of this model.
         learnt: ``(n_particles, l)`` the model's learnt codes (valid where ``trained``).
-        trained: ``(n_particles,)`` bool, particles whose code in ``learnt`` is final (the ones this
-            model trained on, or codes already refined).
+        trained: ``(n_particles,)`` bool, particles whose code in ``learnt`` is the starting point
+            (the ones this model trained on, or codes already refined); the others start from the
+            encoder's code.
 
     Returns:
         ``(len(indices), l)`` codes in the order of ``indices``.
@@ -56,13 +58,13 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
     for idx in group_batches(table, indices, batch_size):
         rows = [position[int(p)] for p in idx]
         z = learnt[torch.as_tensor(idx)].to(device)
-        new = ~trained[idx]
+        batch = load_batch(table, images, idx, device)
+        new = torch.as_tensor(~trained[idx], device=device)
         if new.any():
-            batch = load_batch(table, images, idx[new], device)
             with torch.no_grad():
                 mu, _ = model.encode(centred_spectra(batch), batch_ctf(batch), batch.rotations)
-            z[torch.as_tensor(new)] = refine_latents(model, batch, weights.to(device), mu)
-        out[rows] = z.cpu().numpy()
+            z[new] = mu[new]
+        out[rows] = refine_latents(model, batch, weights.to(device), z).cpu().numpy()
     return out
 
 

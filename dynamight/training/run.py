@@ -162,7 +162,8 @@ def _consensus(config, deformation_masks: Path | None, box: int, pixel: float):
 
 
 def _write_latents(config, table, images, states, validation, trained, device, out: Path) -> None:
-    """Each particle's code under its own half's model; error estimates for validation particles."""
+    """Each particle's code under its own half's model (refined against the final decoder); error
+    estimates for validation particles (their codes under both halves' models)."""
     n = len(table)
     latents = np.zeros((n, config.n_latent_dimensions), dtype=np.float32)
     rms = np.zeros(n, dtype=np.float32)
@@ -174,7 +175,7 @@ def _write_latents(config, table, images, states, validation, trained, device, o
                                     config.batch_size, device)
         members = np.flatnonzero(table.half_set == h)
         known = learnt.clone()
-        known[torch.as_tensor(held_out)] = torch.as_tensor(codes[h])  # validation codes refined once
+        known[torch.as_tensor(held_out)] = torch.as_tensor(codes[h])  # validation codes: refined from here on
         latents[members] = particle_latents(model, weights, known, trained[h] | validation, table, images, members,
                                             config.batch_size, device)
         rms[members] = rms_displacement(model, latents[members], config.batch_size, device)
