@@ -63,6 +63,8 @@ def run(context: StepContext) -> Report:
     if (directory / BACKPROJECTION / "progress.pth").is_file():
         log.info("found %s: the backprojection resumes from it", directory / BACKPROJECTION / "progress.pth")
     deformable_backprojection.run(config, context.control)
+    if not context.main_process:  # a distributed run's other processes stop here
+        return Report([], [])
     for source, target in PUBLISHED.items():
         publish(directory / BACKPROJECTION / source, directory / target)
     report = fsc_report(directory / "fsc.star")

@@ -65,6 +65,8 @@ def run(context: StepContext) -> Report:
         log.info("reusing %s: fitted with the same checkpoint and options, after the checkpoint was written", result)
     else:
         optimize_inverse_deformations.run(config, context.control)
+    if not context.main_process:  # a distributed run's other processes stop here
+        return Report([], [])
     publish(result, directory / "inverse.pth")
     report = inverse_report(directory / "inverse.pth")
     report.lines.insert(0, f"device: {resolve_device(config.gpu_id)}; "

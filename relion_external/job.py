@@ -24,7 +24,8 @@ from typing import Callable
 
 from dynamight import __version__
 from dynamight.errors import InputError
-from dynamight.runtime import JobControl, Terminated, format_error, setup_logging
+from dynamight.distributed import finish, launch_from_environment
+from dynamight.runtime import JobAborted, JobControl, Terminated, format_error, setup_logging
 
 from .logfile import Report, write_logfile
 from .nodes import NODES_FILE, node_name, pipeline_star_version, write_output_nodes
@@ -48,6 +49,9 @@ class StepContext:
         is_continue: RELION re-runs this job as a continuation (``_rlnJobIsContinue 1`` in its
             ``job.star``): resume from the job's own checkpoint instead of starting over.
         project_directory: RELION's project directory (the working directory).
+        main_process: ``False`` on the other processes of a distributed run (``torchrun
+            --nproc-per-node N relion_dynamight_train ...``): they take part in the engine call,
+            then return an empty report; rank 0 alone writes outputs, logfile, nodes and exit files.
     """
 
     args: Arguments
@@ -55,6 +59,7 @@ class StepContext:
     control: JobControl
     is_continue: bool
     project_directory: Path
+    main_process: bool = True
 
 
 StepFunction = Callable[[StepContext], Report]
@@ -67,14 +72,17 @@ def run_step(spec: StepSpec, step: StepFunction, argv: list[str] | None = None) 
     if "--help" in argv or "-h" in argv:
         print(spec.usage())
         return 0
-    control = JobControl(exit_file_directory(argv))
-    setup_logging()
+    main_process = launch_from_environment().is_main
+    control = JobControl(exit_file_directory(argv) if main_process else None)
+    setup_logging(quiet=not main_process)
     try:
         with control.lifecycle():
             log.info("%s %s", spec.executable, " ".join(argv))
             if control.directory is not None:  # a stale declaration must not outlive a failed rerun
                 (control.directory / NODES_FILE).unlink(missing_ok=True)
-            _run(spec, step, argv, control)
+            _run(spec, step, argv, control, main_process)
+    except JobAborted:  # another process of a distributed run; rank 0 wrote RELION_JOB_EXIT_ABORTED
+        return 0
     except Terminated:
         print(f"ERROR: {spec.executable} terminated (SIGTERM)", file=sys.stderr)
         return 143
@@ -87,6 +95,8 @@ def run_step(spec: StepSpec, step: StepFunction, argv: list[str] | None = None) 
     except Exception as exc:  # a bug: keep the traceback
         print(format_error(exc), file=sys.stderr)
         return 1
+    finally:
+        finish()
     return 0
 
 
@@ -110,19 +120,22 @@ def job_is_continue(job_star: Path) -> bool:
     return bool(match) and match.group(1).lower() in ("1", "true", "yes")
 
 
-def _run(spec: StepSpec, step: StepFunction, argv: list[str], control: JobControl) -> None:
+def _run(spec: StepSpec, step: StepFunction, argv: list[str], control: JobControl, main_process: bool) -> None:
     started = time.time()
     project = Path.cwd()
     args = parse_arguments(spec, argv)
     check_files(spec, args, project)
     control.check_abort()
     directory = args.output_directory
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / NODES_FILE).unlink(missing_ok=True)
-    context = StepContext(args, directory, control, job_is_continue(directory / "job.star"), project)
+    if main_process:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / NODES_FILE).unlink(missing_ok=True)
+    context = StepContext(args, directory, control, job_is_continue(directory / "job.star"), project, main_process)
     if context.is_continue:
         log.info("continuing this job (_rlnJobIsContinue 1 in %s)", directory / "job.star")
     report = step(context)
+    if not main_process:
+        return
     for line in report.lines:
         log.info("%s", line)
     missing = [o.name for o in spec.outputs if o.name != LOGFILE_NAME and not (directory / o.name).is_file()]

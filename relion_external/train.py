@@ -83,6 +83,8 @@ def run(context: StepContext) -> Report:
         if resumed is not None:
             log.info("found %s: training resumes from it", resumed)
         optimize_deformations.run(config, context.control)
+    if not context.main_process:  # a distributed run's other processes stop here
+        return Report([], [])
     publish(directory / FORWARD / "checkpoint_final.pth", directory / "checkpoint.pth")
     publish(directory / FORWARD / "latents.star", directory / "latents.star")
     publish(directory / FORWARD / "latents.star", directory / "particles.star")

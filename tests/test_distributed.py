@@ -109,3 +109,25 @@ def test_launch_from_the_environment():
     mpi = {"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_LOCAL_RANK": "1"}
     assert launch_from_environment(mpi) == Launch(1, 2, 1)
     assert launch_from_environment({"PMI_SIZE": "2", "PMI_RANK": "0"}) == Launch(0, 2, 0)
+
+
+def test_relion_external_train_under_torchrun(tiny_project, tmp_path):
+    """One External job, several processes: RELION's command with ``torchrun`` in front of the
+    executable; rank 0 alone writes outputs, logfile, nodes and the exit file."""
+    job = tmp_path / "External" / "job012"
+    executable = Path(sys.executable).parent / "relion_dynamight_train"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+               str(executable), "--o", str(job), "--in_parts", str(tiny_project / "particles.star"),
+               "--in_3dref", str(tiny_project / "map.mrc"), "--n_gaussians", "120", "--n_latent_dimensions", "2",
+               "--n_epochs", "2", "--batch_size", "32", "--gpu_id", "-1", "--j", "1", "--pipeline_control", str(job)]
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in job.glob("RELION_JOB_EXIT_*")) == ["RELION_JOB_EXIT_SUCCESS"]
+    for name in ("RELION_OUTPUT_NODES.star", "logfile.pdf", "checkpoint.pth", "latents.star", "particles.star"):
+        assert (job / name).is_file(), name
+    assert len(list((job / "forward_deformations" / "tensorboard").glob("events.*"))) == 1
+    assert "process 0 of 2 (gloo, cpu)" in done.stdout and done.stdout.count("epoch 2/2") == 1
