@@ -3,6 +3,7 @@
 and 0.143 crossings, and seconds per particle (ours plain, ours deformable, relion_reconstruct).
 
     python benchmarks/deformable_backprojection.py [--n-particles 4000] [--n-epochs 30]
+    python benchmarks/deformable_backprojection.py --from-run DIR   # DIR from deformation_accuracy.py --keep DIR
 """
 
 from __future__ import annotations
@@ -38,18 +39,23 @@ def main() -> None:
     parser.add_argument("--n-epochs", type=int, default=30)
     parser.add_argument("--n-gaussians", type=int, default=1000)
     parser.add_argument("--keep", type=Path, default=None)
+    parser.add_argument("--from-run", type=Path, default=None,
+                        help="use the project and trained run that deformation_accuracy.py --keep left here")
     args = parser.parse_args()
     box, pixel = 64, 2.0
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.keep or Path(tmp)
-        moving, twin, run = root / "moving", root / "twin", root / "run"
-        for path, motion in ((moving, "hinge"), (twin, "none")):
-            simulate(path, n_particles=args.n_particles, box_px=box, pixel_size_angstrom=pixel, snr=0.1,
+        root = args.from_run or args.keep or Path(tmp)
+        moving, twin, run = (root / "project", root / "twin", root / "run") if args.from_run else \
+            (root / "moving", root / "twin", root / "run")
+        n_particles = len(read_particles(moving / "particles.star")) if args.from_run else args.n_particles
+        for path, motion in ((moving, "hinge"), (twin, "none"))[1 if args.from_run else 0:]:
+            simulate(path, n_particles=n_particles, box_px=box, pixel_size_angstrom=pixel, snr=0.1,
                      motion=motion, seed=1)
-        assert dynamight(["optimize-deformations", "--refinement-star-file", str(moving / "particles.star"),
-                          "--output-directory", str(run), "--initial-model", str(moving / "map.mrc"),
-                          "--n-gaussians", str(args.n_gaussians), "--n-latent-dimensions", "2",
-                          "--n-epochs", str(args.n_epochs), "--batch-size", "64", "--gpu-id", "-1"]) == 0
+        if not args.from_run:
+            assert dynamight(["optimize-deformations", "--refinement-star-file", str(moving / "particles.star"),
+                              "--output-directory", str(run), "--initial-model", str(moving / "map.mrc"),
+                              "--n-gaussians", str(args.n_gaussians), "--n-latent-dimensions", "2",
+                              "--n-epochs", str(args.n_epochs), "--batch-size", "64", "--gpu-id", "-1"]) == 0
         assert dynamight(["optimize-inverse-deformations", str(run), "--n-epochs", "30", "--gpu-id", "-1"]) == 0
         _, t_deformable = timed(lambda: dynamight(["deformable-backprojection", str(run), "--gpu-id", "-1"]))
         table = read_particles(moving / "particles.star")
@@ -80,7 +86,7 @@ def main() -> None:
             closed = band["deformable", "moving"] - band[plain_name, "moving"]
             print(f"moving domain: deformable closes {100 * closed / gap:.0f}% of the gap between {plain_name} and "
                   f"the static twin (need >= 50%); fixed domain change {band['deformable', 'fixed'] - band[plain_name, 'fixed']:+.3f}")
-        n = args.n_particles
+        n = n_particles
         print(f"seconds per particle: deformable (whole command) {t_deformable / n:.4f}, plain (ours) {t_plain / n:.4f}"
               + (f", relion_reconstruct {t_relion / n:.4f}; deformable / relion_reconstruct {t_deformable / t_relion:.1f}"
                  if t_relion else ""))

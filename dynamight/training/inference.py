@@ -90,6 +90,41 @@ def rms_displacement(model: ForwardModel, z: np.ndarray, batch_size: int, device
     return out
 
 
+def posterior_spread(model: ForwardModel, weights: torch.Tensor, table: ParticleTable, images: ParticleImages,
+                     indices: np.ndarray, codes: np.ndarray, batch_size: int, device: torch.device,
+                     step: float = 1e-2) -> np.ndarray:
+    """``(m,)`` RMS displacement uncertainty (Å, movable Gaussians) of each particle's code.
+
+    Laplace approximation: the code's covariance is the inverse Hessian ``H^-1`` (``(l, l)`` per
+    particle; the objective is separable, so ``l`` double-backward passes give every particle's
+    block) of ``whitened data term + |z|^2 / 2`` at ``codes`` (``(m, l)``), carried to the
+    displacements by their Jacobian ``J`` (central differences): ``sqrt(mean_j tr(J_j H^-1 J_j^T))``.
+    """
+    model.eval()
+    movable = movable_mask(model)
+    out = np.zeros(len(indices), dtype=np.float32)
+    position = {int(p): i for i, p in enumerate(indices)}
+    for idx in group_batches(table, indices, batch_size):
+        rows = [position[int(p)] for p in idx]
+        batch = load_batch(table, images, idx, device)
+        ctf, spectra = batch_ctf(batch), centred_spectra(batch)
+        z = torch.as_tensor(codes[rows], device=device).requires_grad_(True)
+        predicted = model.predict(model.positions + model.displacements(z), batch.rotations, ctf)
+        loss = (data_term(spectra, predicted, weights.to(device)) + 0.5 * z.pow(2).sum(-1)).sum()
+        grad, = torch.autograd.grad(loss, z, create_graph=True)
+        hessian = torch.stack([torch.autograd.grad(grad[:, k].sum(), z, retain_graph=True)[0]
+                               for k in range(z.shape[1])], dim=1).detach()  # (b, l, l)
+        eye = torch.eye(z.shape[1], device=device)
+        covariance = torch.linalg.inv(0.5 * (hessian + hessian.transpose(1, 2)) + 1e-6 * eye)
+        with torch.no_grad():
+            z = z.detach()
+            jacobian = torch.stack([(model.displacements(z + step * e) - model.displacements(z - step * e)) / (2 * step)
+                                    for e in eye], dim=-1)[:, movable]  # (b, n, 3, l)
+            variance = torch.einsum("bnkl,blm,bnkm->bn", jacobian, covariance, jacobian).clamp(min=0)
+        out[rows] = variance.mean(-1).sqrt().cpu().numpy()
+    return out
+
+
 def disagreement(models: tuple[ForwardModel, ForwardModel], z1: np.ndarray, z2: np.ndarray, batch_size: int,
                  device: torch.device) -> np.ndarray:
     """``(m,)`` RMS difference (Å, movable Gaussians) between the two half models' displacements of

@@ -22,7 +22,7 @@ from ..reconstruction.imaging import batch_ctf, centred_spectra
 from ..runtime import JobControl, progress, resolve_device, save_config
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .deformations import HalfState, train_epoch
-from .inference import disagreement, particle_latents, rms_displacement
+from .inference import disagreement, particle_latents, posterior_spread, rms_displacement
 from .losses import NoiseSpectrum, data_term
 from .model import ForwardModel
 from .outputs import write_gaussians, write_latents
@@ -163,12 +163,14 @@ def _consensus(config, deformation_masks: Path | None, box: int, pixel: float):
 
 def _write_latents(config, table, images, states, validation, trained, device, out: Path) -> None:
     """Each particle's code under its own half's model (refined against the final decoder); error
-    estimates for validation particles (their codes under both halves' models)."""
+    estimates for validation particles: the RMS difference of the two halves' displacements (the
+    models' uncertainty) and each code's posterior spread (the image's), added in quadrature."""
     n = len(table)
     latents = np.zeros((n, config.n_latent_dimensions), dtype=np.float32)
     rms = np.zeros(n, dtype=np.float32)
     codes = {}
     held_out = np.flatnonzero(validation)
+    log.info("refining the codes of %d particles against the final decoders", n)
     for h in (1, 2):
         model, weights, learnt = states[h].model, states[h].noise.weights(), states[h].latents.weight.detach().cpu()
         codes[h] = particle_latents(model, weights, learnt, trained[h], table, images, held_out,
@@ -180,8 +182,11 @@ def _write_latents(config, table, images, states, validation, trained, device, o
                                             config.batch_size, device)
         rms[members] = rms_displacement(model, latents[members], config.batch_size, device)
     errors = np.full(n, np.nan, dtype=np.float32)
-    if len(held_out):
-        errors[held_out] = disagreement((states[1].model, states[2].model), codes[1], codes[2], config.batch_size, device)
+    if len(held_out):  # the two models' disagreement, and the codes' own uncertainty under each
+        spread2 = sum(posterior_spread(states[h].model, states[h].noise.weights(), table, images, held_out, codes[h],
+                                       config.batch_size, device) ** 2 for h in (1, 2)) / 2
+        errors[held_out] = np.sqrt(disagreement((states[1].model, states[2].model), codes[1], codes[2],
+                                                config.batch_size, device) ** 2 + spread2)
     write_latents(out / "latents.star", table, latents, validation, rms, errors)
     log.info("wrote %s (%d particles, %d for validation)", out / "latents.star", n, int(validation.sum()))
 
