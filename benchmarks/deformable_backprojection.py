@@ -23,7 +23,9 @@ from dynamight.data.fourier import fsc, resolution_at
 from dynamight.data.images import ParticleImages
 from dynamight.data.particles import read_particles
 from dynamight.data.volumes import read_map
+from dynamight.reconstruction.deformable_run import deformable_half_maps, read_latents
 from dynamight.reconstruction.plain import reconstruct_half_maps
+from dynamight.training.restore import load_forward_models
 from dynamight.simulate.dataset import simulate
 
 
@@ -64,6 +66,17 @@ def main() -> None:
         static = reconstruct_half_maps(twin_table, ParticleImages(twin_table), torch.device("cpu")).merged
         maps = {"plain (ours)": plain.merged, "deformable": read_map(run / "backprojection" / "map.mrc").data,
                 "static twin (ours)": static}
+        # unregularised (plain weight division), to compare with relion_reconstruct, which has no Wiener term
+        maps["plain (ours, unregularised)"] = reconstruct_half_maps(table, ParticleImages(table), torch.device("cpu"),
+                                                                    regularise=False).merged
+        models, _ = load_forward_models(run / "forward_deformations" / "checkpoint_final.pth", box, pixel,
+                                        torch.device("cpu"))
+        latents = read_latents(run / "forward_deformations" / "latents.star", table)
+        maps["deformable (unregularised)"] = deformable_half_maps(
+            table, ParticleImages(table), models, latents, torch.device("cpu"), 64, 2, Path(tmp),
+            regularise=False).merged
+        maps["static twin (ours, unregularised)"] = reconstruct_half_maps(
+            twin_table, ParticleImages(twin_table), torch.device("cpu"), regularise=False).merged
         t_relion = None
         if shutil.which("relion_reconstruct"):
             _, t_relion = timed(lambda: subprocess.run(["relion_reconstruct", "--i", "particles.star", "--o",
@@ -81,11 +94,18 @@ def main() -> None:
                 print(f"{name:28s} {domain:6s}: band mean {band[name, domain]:.3f}, FSC 0.5 at "
                       f"{resolution_at(curve, box, pixel, 0.5):.2f} Å, 0.143 at {resolution_at(curve, box, pixel, 0.143):.2f} Å; "
                       f"curve {np.round(curve.numpy()[::4], 3).tolist()}")
-        for plain_name in [k for k in maps if k.startswith("plain")]:
-            gap = band["static twin (ours)", "moving"] - band[plain_name, "moving"]
-            closed = band["deformable", "moving"] - band[plain_name, "moving"]
-            print(f"moving domain: deformable closes {100 * closed / gap:.0f}% of the gap between {plain_name} and "
-                  f"the static twin (need >= 50%); fixed domain change {band['deformable', 'fixed'] - band[plain_name, 'fixed']:+.3f}")
+        comparisons = [("plain (ours)", "deformable", "static twin (ours)"),
+                       ("plain (ours, unregularised)", "deformable (unregularised)", "static twin (ours, unregularised)"),
+                       ("plain (relion_reconstruct)", "deformable", "static twin (ours)"),
+                       ("plain (relion_reconstruct)", "deformable (unregularised)", "static twin (ours, unregularised)")]
+        for plain_name, deformable_name, twin_name in comparisons:
+            if plain_name not in maps:
+                continue
+            gap = band[twin_name, "moving"] - band[plain_name, "moving"]
+            closed = band[deformable_name, "moving"] - band[plain_name, "moving"]
+            print(f"moving domain: {deformable_name} closes {100 * closed / gap:.0f}% of the gap between {plain_name} and "
+                  f"{twin_name} (need >= 50%); fixed domain change "
+                  f"{band[deformable_name, 'fixed'] - band[plain_name, 'fixed']:+.3f}")
         n = n_particles
         print(f"seconds per particle: deformable (whole command) {t_deformable / n:.4f}, plain (ours) {t_plain / n:.4f}"
               + (f", relion_reconstruct {t_relion / n:.4f}; deformable / relion_reconstruct {t_deformable / t_relion:.1f}"

@@ -11,15 +11,17 @@ particle, 0.84 s per particle at box 64 on two CPU cores):
    conformation.
 3. Warp ``D_k`` into the consensus frame: a consensus point ``x`` sits at ``x + u_k(x)`` in the
    cluster's conformation, where ``u_k`` is the cluster's mean forward displacement field evaluated
-   on a coarse grid (:mod:`.deformation_field`, ``--downsample``) and read trilinearly.
+   on a coarse grid (:mod:`.deformation_field`, ``--downsample``); the density is upsampled twice
+   in Fourier space and read trilinearly at ``x + u_k(x)``.
 4. Sum the warped data of all clusters; sum the CTF^2 weights of all particles unwarped (a
    deformation of a few Å barely moves a particle's weights, which vary slowly in Fourier space);
    divide with RELION's FSC-based Wiener term and correct for gridding, as :mod:`.plain`.
 
 Cost per particle is one slice insertion (as the plain reconstruction); per cluster one inverse FFT
-and one trilinear warp of the padded grid. Errors: the spread of the deformation within a cluster
-(small with ~25 particles per cluster along a continuous latent space), the coarse field's
-interpolation, trilinear resampling in the warp (a slight low-pass near Nyquist), and rigid weights.
+and one trilinear warp of the twice-upsampled box. Errors: the spread of the deformation within a
+cluster (small with ~25 particles per cluster along a continuous latent space), the coarse field's
+interpolation, trilinear reads between half-pixel samples (a slight low-pass near Nyquist), and
+rigid weights.
 With zero deformation every warp is the identity and the result equals the plain reconstruction.
 """
 
@@ -72,17 +74,33 @@ class ClusterWarper:
 
     def warp(self, volume: torch.Tensor, mean_displacement: torch.Tensor) -> torch.Tensor:
         """``(D, D, D)`` padded volume in the deformed frame, ``(n, 3)`` Å mean displacements ->
-        ``(D, D, D)`` volume in the consensus frame: ``out(x) = volume(x + u(x))`` inside the box."""
+        ``(D, D, D)`` volume in the consensus frame: ``out(x) = volume(x + u(x))`` inside the box.
+
+        The box is first upsampled twice by Fourier zero-padding, then read trilinearly at
+        ``x + u(x)``: trilinear reads at the map's own sampling would low-pass every fractional
+        shift (to zero at Nyquist for half a pixel), at half the spacing much less; at ``u = 0``
+        the reads fall on the original samples and the warp is the identity."""
         d, padded = self.box_px, volume.shape[-1]
-        u = self.field.dense(mean_displacement[None])[0]  # (d, d, d, 3) Å
-        index = (self.field.grid_angstrom(volume.device) + u) / self.pixel + padded // 2  # padded-grid voxels
-        sample = index / (padded - 1) * 2 - 1
-        warped = F.grid_sample(volume[None, None].real.float(), sample[None].float(), mode="bilinear",
-                               padding_mode="zeros", align_corners=True)[0, 0]
-        out = volume.clone()
         lo = padded // 2 - d // 2
+        fine = upsample_twice(volume[lo:lo + d, lo:lo + d, lo:lo + d].real.float())  # (2d, 2d, 2d)
+        u = self.field.dense(mean_displacement[None])[0]  # (d, d, d, 3) Å
+        index = 2 * ((self.field.grid_angstrom(volume.device) + u) / self.pixel + d // 2)  # fine-grid voxels
+        sample = index / (2 * d - 1) * 2 - 1
+        warped = F.grid_sample(fine[None, None], sample[None].float(), mode="bilinear", padding_mode="zeros",
+                               align_corners=True)[0, 0]
+        out = volume.clone()
         out[lo:lo + d, lo:lo + d, lo:lo + d] = warped.to(volume.dtype)
         return out
+
+
+def upsample_twice(volume: torch.Tensor) -> torch.Tensor:
+    """``(d, d, d)`` real -> ``(2d, 2d, 2d)`` real, band-limited interpolation (Fourier zero-padding);
+    sample ``2i`` of the result is sample ``i`` of the input."""
+    d = volume.shape[-1]
+    spectrum = torch.fft.fftshift(torch.fft.fftn(volume.to(torch.complex64)))
+    big = torch.zeros((2 * d,) * 3, dtype=spectrum.dtype, device=volume.device)
+    big[d // 2:d // 2 + d, d // 2:d // 2 + d, d // 2:d // 2 + d] = spectrum
+    return torch.fft.ifftn(torch.fft.ifftshift(big)).real * 8
 
 
 def shell_mean(weight: torch.Tensor, shells: torch.Tensor) -> torch.Tensor:

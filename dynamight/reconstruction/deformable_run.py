@@ -53,7 +53,7 @@ def mean_displacement(model: ForwardModel, z: np.ndarray, batch_size: int, devic
 def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: dict[int, ForwardModel],
                          latents: np.ndarray, device: torch.device, batch_size: int, downsample: int,
                          state_dir: Path, seed: int = 0, zero_deformation: bool = False, insert_batch_size: int = 32,
-                         on_batch: Callable[[int], None] | None = None) -> HalfMaps:
+                         on_batch: Callable[[int], None] | None = None, regularise: bool = True) -> HalfMaps:
     """Both half-maps (``batch_size`` codes per decoder call, ``insert_batch_size`` images per
     insertion); resumable: progress is saved in ``state_dir`` at most every
     ``SAVE_EVERY_SECONDS`` (after a round of clusters); a killed run redoes at most that much.
@@ -92,7 +92,7 @@ def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: d
                 _save_progress(state_dir / PROGRESS_FILE, accumulators, done)
                 last_save = time.monotonic()
     totals = {h: a.summed_over_processes() for h, a in accumulators.items()}
-    return half_maps_from(totals[1], totals[2], box, pixel)
+    return half_maps_from(totals[1], totals[2], box, pixel, regularise)
 
 
 def _save_progress(path: Path, accumulators: dict, done: set) -> None:

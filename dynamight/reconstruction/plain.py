@@ -86,6 +86,7 @@ def reconstruct_half_maps(
     batch_size: int = 64,
     insert: Callable[[FourierBackprojector, ParticleBatch, float], None] = insert_batch,
     on_batch: Callable[[int], None] | None = None,
+    regularise: bool = True,
 ) -> HalfMaps:
     """Reconstruct both half-maps (``rlnRandomSubset`` 1 and 2) and the merged map.
 
@@ -93,6 +94,8 @@ def reconstruct_half_maps(
         insert: how a batch enters an accumulator (plain insertion by default; the deformable
             backprojection passes its own).
         on_batch: called with the number of particles after every batch (progress, abort checks).
+        regularise: the FSC-based Wiener term (``False``: plain weight division, as
+            ``relion_reconstruct`` without ``--fsc``; for comparisons).
     """
     box = table.optics_groups[0].box_px
     pixel = table.optics_groups[0].pixel_size_angstrom
@@ -104,15 +107,19 @@ def reconstruct_half_maps(
             if on_batch is not None:
                 on_batch(len(idx))
         halves.append(bp)
-    return half_maps_from(halves[0], halves[1], box, pixel)
+    return half_maps_from(halves[0], halves[1], box, pixel, regularise)
 
 
-def half_maps_from(half1, half2, box_px: int, pixel_size_angstrom: float) -> HalfMaps:
-    """Regularised half-maps and merged map from two accumulators (plain or deformable: anything
-    with ``reconstruct(regularisation)``, ``spectrum_and_weight()`` and ``add(other)``).
-    ``half1`` holds both halves' data afterwards."""
+def half_maps_from(half1, half2, box_px: int, pixel_size_angstrom: float, regularise: bool = True) -> HalfMaps:
+    """Regularised (or, ``regularise=False``, unregularised) half-maps and merged map from two
+    accumulators (plain or deformable: anything with ``reconstruct(regularisation)``,
+    ``spectrum_and_weight()`` and ``add(other)``). ``half1`` holds both halves' data afterwards."""
     raw_fsc = fourier_shell_correlation(half1.reconstruct(), half2.reconstruct())
-    maps = [acc.reconstruct(wiener_regularisation(acc.spectrum_and_weight()[1], raw_fsc, box_px)) for acc in (half1, half2)]
+
+    def term(acc, snr_factor: float):
+        return wiener_regularisation(acc.spectrum_and_weight()[1], raw_fsc, box_px, snr_factor) if regularise else None
+
+    maps = [acc.reconstruct(term(acc, 1.0)) for acc in (half1, half2)]
     half1.add(half2)
-    merged = half1.reconstruct(wiener_regularisation(half1.spectrum_and_weight()[1], raw_fsc, box_px, 2.0))
+    merged = half1.reconstruct(term(half1, 2.0))
     return HalfMaps(maps[0], maps[1], merged, fourier_shell_correlation(maps[0], maps[1]), pixel_size_angstrom)
