@@ -144,6 +144,10 @@ def barrier() -> None:
 
 
 def finish() -> None:
-    """Leave the process group (at the end of a command)."""
+    """Leave the process group (at the end of a command), all processes together: one that left
+    early while rank 0 still wrote the outputs could take the group down under it."""
     if dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()

@@ -106,3 +106,16 @@ def test_missing_half_sets_get_a_seeded_split(tiny_project, tmp_path, caplog):
     a, b = read_particles(tmp_path / "p.star", seed=1), read_particles(tmp_path / "p.star", seed=1)
     assert (a.half_set == b.half_set).all() and abs((a.half_set == 1).sum() - len(a) / 2) <= 1
     assert "rlnRandomSubset" in caplog.text
+
+
+def test_images_read_lazily_equal_the_stack_and_the_preloaded_copy(tiny_project):
+    import mrcfile
+
+    t = read_particles(tiny_project / "particles.star")
+    rows = np.array([0, 7, 199, 3])
+    lazy = ParticleImages(t).read(rows)
+    preloaded = ParticleImages(t, preload=True).read(rows)
+    assert np.array_equal(lazy, preloaded)
+    for i, p in enumerate(rows):
+        stack = mrcfile.read(t.stack_paths[t.stack_index[p]])
+        assert np.array_equal(lazy[i], stack[t.image_index[p]])

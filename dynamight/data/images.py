@@ -125,10 +125,11 @@ class ParticleImages:
                         "available; reading them from disk instead", len(self.table), d, needed / 1e9, available / 1e9)
             return
         log.info("preloading %d images of %d px: %.2f GB in memory", len(self.table), d, needed / 1e9)
-        self._preloaded = np.empty((len(self.table), d, d), dtype=np.float32)
+        preloaded = np.empty((len(self.table), d, d), dtype=np.float32)
         for start in range(0, len(self.table), 4096):
             rows = np.arange(start, min(start + 4096, len(self.table)))
-            self._preloaded[rows] = self.read(rows)
+            preloaded[rows] = self.read(rows)
+        self._preloaded = preloaded
 
     def _stack(self, s: int) -> _Stack:
         stack = self._open.get(s)

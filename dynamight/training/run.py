@@ -64,8 +64,7 @@ def _new_state(config, gaussians: GaussianModel, movable, body, n_bodies, box, p
     latent_optimiser = torch.optim.SparseAdam(list(latents.parameters()), lr=config.latent_learning_rate)
     runner = model
     if dist.is_initialized():
-        runner = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
-                                         broadcast_buffers=False)
+        runner = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     return HalfState(model, runner, DistancePrior(gaussians.positions_angstrom.to(device)), NoiseSpectrum(box, device),
                      optimiser, config.regularization_factor, latents, latent_optimiser,
                      latent_noise=config.latent_noise)
