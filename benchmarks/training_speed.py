@@ -21,11 +21,12 @@ from dynamight.simulate.dataset import simulate
 UPSTREAM_SECONDS_200 = 33.0
 
 
-def run(project: Path, out: Path, n_gaussians: int, n_latent: int, epochs: int, batch: int) -> float:
+def run(project: Path, out: Path, n_gaussians: int, n_latent: int, epochs: int, batch: int,
+        extra: tuple[str, ...] = ()) -> float:
     command = [sys.executable, "-m", "dynamight.cli", "optimize-deformations", "--refinement-star-file",
                str(project / "particles.star"), "--output-directory", str(out), "--initial-model",
                str(project / "map.mrc"), "--n-gaussians", str(n_gaussians), "--n-latent-dimensions", str(n_latent),
-               "--batch-size", str(batch), "--n-epochs", str(epochs), "--gpu-id", "-1"]
+               "--batch-size", str(batch), "--n-epochs", str(epochs), "--gpu-id", "-1", *extra]
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -42,13 +43,17 @@ def main() -> None:
         for n, box, gaussians, latent, epochs in workloads:
             project = Path(tmp) / f"p{n}_{box}"
             simulate(project, n_particles=n, box_px=box, pixel_size_angstrom=128.0 / box, snr=0.1, seed=0)
-            seconds = run(project, Path(tmp) / f"r{n}_{box}", gaussians, latent, epochs, 32)
-            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-            line = (f"{n} particles, box {box}, {gaussians} Gaussians, {latent} latent dims, {epochs} epochs: "
-                    f"{seconds:.1f} s end to end, {n * epochs / seconds:.0f} particle-epochs/s, peak RSS so far {peak:.0f} MB")
-            if n == 200 and box == 64:
-                line += f"; upstream {UPSTREAM_SECONDS_200:.0f} s: {UPSTREAM_SECONDS_200 / seconds:.1f}x faster"
-            print(line, flush=True)
+            # default, and without the refinement of the training codes after training (upstream's work:
+            # its codes are the encoder's, computed once)
+            for label, extra in (("default", ()), ("no code refinement", ("--latent-refinement-steps", "0"))):
+                seconds = run(project, Path(tmp) / f"r{n}_{box}_{len(extra)}", gaussians, latent, epochs, 32, extra)
+                peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+                line = (f"{n} particles, box {box}, {gaussians} Gaussians, {latent} latent dims, {epochs} epochs, "
+                        f"{label}: {seconds:.1f} s end to end, {n * epochs / seconds:.0f} particle-epochs/s, "
+                        f"peak RSS so far {peak:.0f} MB")
+                if n == 200 and box == 64:
+                    line += f"; upstream {UPSTREAM_SECONDS_200:.0f} s: {UPSTREAM_SECONDS_200 / seconds:.1f}x faster"
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

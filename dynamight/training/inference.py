@@ -3,7 +3,8 @@
 Every particle's code is refined against the final, frozen decoder by a few Adam steps on
 ``whitened data term + |z|^2 / 2`` (the objective the training codes minimised): a training
 particle's code starts from the code learnt for it (updated once per epoch while the decoder was
-still changing), any other particle's (validation, or another half's) from the encoder's code.
+still changing; ``REFINE_STEPS_LEARNT`` steps), any other particle's (validation, or another
+half's) from the encoder's code (``REFINE_STEPS``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from ..reconstruction.imaging import batch_ctf, centred_spectra
 from .losses import data_term
 from .model import ForwardModel
 
-REFINE_STEPS = 12
+REFINE_STEPS = 12  # from the encoder's code
+REFINE_STEPS_LEARNT = 4  # from a code learnt in training
 
 
 def refine_latents(model: ForwardModel, batch: ParticleBatch, weights: torch.Tensor, z0: torch.Tensor,
@@ -39,8 +41,8 @@ def refine_latents(model: ForwardModel, batch: ParticleBatch, weights: torch.Ten
 
 def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.Tensor, trained: np.ndarray,
                      table: ParticleTable, images: ParticleImages, indices: np.ndarray, batch_size: int,
-                     device: torch.device) -> np.ndarray:
-    """Codes of the given particles.
+                     device: torch.device, learnt_steps: int = REFINE_STEPS_LEARNT) -> np.ndarray:
+    """Codes of the given particles (``learnt_steps``: refinement steps from a learnt code; 0 keeps it).
 
     Args:
         weights: ``(d, d)`` noise whitening weights of this model.
@@ -59,12 +61,18 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
         rows = [position[int(p)] for p in idx]
         z = learnt[torch.as_tensor(idx)].to(device)
         batch = load_batch(table, images, idx, device)
-        new = torch.as_tensor(~trained[idx], device=device)
+        new = ~trained[idx]
         if new.any():
+            part = batch.part(np.flatnonzero(new))
             with torch.no_grad():
-                mu, _ = model.encode(centred_spectra(batch), batch_ctf(batch), batch.rotations)
-            z[new] = mu[new]
-        out[rows] = refine_latents(model, batch, weights.to(device), z).cpu().numpy()
+                mu, _ = model.encode(centred_spectra(part), batch_ctf(part), part.rotations)
+            z[torch.as_tensor(new, device=device)] = refine_latents(model, part, weights.to(device), mu)
+        if (~new).any() and learnt_steps > 0:  # learnt codes start close: fewer steps
+            part = batch.part(np.flatnonzero(~new))
+            z[torch.as_tensor(~new, device=device)] = refine_latents(model, part, weights.to(device),
+                                                                     z[torch.as_tensor(~new, device=device)],
+                                                                     steps=learnt_steps)
+        out[rows] = z.cpu().numpy()
     return out
 
 

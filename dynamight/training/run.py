@@ -29,6 +29,7 @@ from .outputs import write_gaussians, write_latents
 from .setup import body_assignment, consensus_gaussians, mask_values, validation_split
 
 log = logging.getLogger(__name__)
+INFERENCE_BATCH_FACTOR = 4  # particles per batch when refining codes after training, per training particle
 
 
 def _initialise(state: HalfState, batch, device) -> None:
@@ -169,23 +170,24 @@ def _write_latents(config, table, images, states, validation, trained, device, o
     rms = np.zeros(n, dtype=np.float32)
     codes = {}
     held_out = np.flatnonzero(validation)
+    batch = INFERENCE_BATCH_FACTOR * config.batch_size  # no encoder, no optimiser state: more fit
     log.info("refining the codes of %d particles against the final decoders", n)
     for h in (1, 2):
         model, weights, learnt = states[h].model, states[h].noise.weights(), states[h].latents.weight.detach().cpu()
         codes[h] = particle_latents(model, weights, learnt, trained[h], table, images, held_out,
-                                    config.batch_size, device)
+                                    batch, device)
         members = np.flatnonzero(table.half_set == h)
         known = learnt.clone()
         known[torch.as_tensor(held_out)] = torch.as_tensor(codes[h])  # validation codes: refined from here on
         latents[members] = particle_latents(model, weights, known, trained[h] | validation, table, images, members,
-                                            config.batch_size, device)
-        rms[members] = rms_displacement(model, latents[members], config.batch_size, device)
+                                            batch, device, config.latent_refinement_steps)
+        rms[members] = rms_displacement(model, latents[members], batch, device)
     errors = np.full(n, np.nan, dtype=np.float32)
     if len(held_out):  # the two models' disagreement, and the codes' own uncertainty under each
         spread2 = sum(posterior_spread(states[h].model, states[h].noise.weights(), table, images, held_out, codes[h],
-                                       config.batch_size, device) ** 2 for h in (1, 2)) / 2
+                                       batch, device) ** 2 for h in (1, 2)) / 2
         errors[held_out] = np.sqrt(disagreement((states[1].model, states[2].model), codes[1], codes[2],
-                                                config.batch_size, device) ** 2 + spread2)
+                                                batch, device) ** 2 + spread2)
     write_latents(out / "latents.star", table, latents, validation, rms, errors)
     log.info("wrote %s (%d particles, %d for validation)", out / "latents.star", n, int(validation.sum()))
 
