@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -42,7 +43,7 @@ def measure(args: list[str], processes: int = 1) -> dict:
         launcher = [sys.executable]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([*launcher, str(HERE / "measured.py"), *args], capture_output=True, text=True, env=env)
-    records = [json.loads(line.split("MEASURED ", 1)[1]) for line in done.stdout.splitlines() if "MEASURED " in line]
+    records = [json.loads(m) for m in re.findall(r"MEASURED (\{[^}]*\})", done.stdout)]  # lines may interleave
     if done.returncode != 0 or not records:
         raise RuntimeError(f"dynamight {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     first = min(records, key=lambda r: r["rank"])

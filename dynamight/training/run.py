@@ -29,7 +29,6 @@ from .outputs import write_gaussians, write_latents
 from .setup import body_assignment, consensus_gaussians, mask_values, validation_split
 
 log = logging.getLogger(__name__)
-INFERENCE_BATCH_FACTOR = 4  # particles per batch when refining codes after training, per training particle
 
 
 def _initialise(state: HalfState, batch, device) -> None:
@@ -170,7 +169,7 @@ def _write_latents(config, table, images, states, validation, trained, device, o
     rms = np.zeros(n, dtype=np.float32)
     codes = {}
     held_out = np.flatnonzero(validation)
-    batch = INFERENCE_BATCH_FACTOR * config.batch_size  # no encoder, no optimiser state: more fit
+    batch = config.batch_size  # refining codes needs about the memory of a training step
     log.info("refining the codes of %d particles against the final decoders", n)
     for h in (1, 2):
         model, weights, learnt = states[h].model, states[h].noise.weights(), states[h].latents.weight.detach().cpu()
