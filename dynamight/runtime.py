@@ -21,7 +21,7 @@ import torch
 from pydantic import BaseModel
 
 from . import __version__
-from .distributed import any_rank, launch_from_environment
+from .distributed import any_rank, initialise, launch_from_environment
 from .errors import InputError
 
 log = logging.getLogger("dynamight")
@@ -54,6 +54,16 @@ def resolve_device(gpu_id: int | None) -> torch.device:
         raise InputError(f"GPU {gpu_id + local} requested (gpu id {gpu_id}, local process {local}), but this "
                          f"machine has {count} GPU(s); use -1 for the CPU")
     return torch.device(f"cuda:{gpu_id + local}")
+
+
+def start_process(gpu_id: int | None, n_threads: int) -> tuple[torch.device, bool]:
+    """The device of this process (:func:`resolve_device`), torch's CPU threads (0: torch's
+    default), and joining the process group of a distributed launch. Returns the device and
+    whether this is the main process (the one that writes files)."""
+    device = resolve_device(gpu_id)
+    if n_threads:
+        torch.set_num_threads(n_threads)
+    return device, initialise(device).is_main
 
 
 def setup_logging(log_file: Path | None = None, quiet: bool = False) -> None:

@@ -10,9 +10,9 @@ import starfile
 import torch
 
 from ..data.particles import read_particles
-from ..distributed import barrier, initialise
+from ..distributed import barrier
 from ..errors import InputError
-from ..runtime import JobControl, progress, resolve_device, save_config
+from ..runtime import JobControl, progress, save_config, start_process
 from ..training.checkpoint import load_checkpoint, save_checkpoint
 from ..training.inference import displacements_of
 from ..training.restore import load_forward_models
@@ -45,10 +45,7 @@ def load_run(output_directory: Path, checkpoint_file: Path | None, device: torch
 
 
 def optimize_inverse_deformations(config, job: JobControl) -> None:
-    device = resolve_device(config.gpu_id)
-    main = initialise(device).is_main  # only the main process writes files
-    if config.n_threads:
-        torch.set_num_threads(config.n_threads)
+    device, main = start_process(config.gpu_id, config.n_threads)  # only the main process writes files
     table, models, saved, latents, validation = load_run(config.output_directory, config.checkpoint_file, device)
     out = config.output_directory / "inverse_deformations"
     if main:

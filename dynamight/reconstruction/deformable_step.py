@@ -10,8 +10,8 @@ import torch
 from ..data.images import ParticleImages
 from ..data.volumes import read_mask
 from ..errors import InputError
-from ..distributed import barrier, initialise
-from ..runtime import JobControl, progress, resolve_device, save_config
+from ..distributed import barrier
+from ..runtime import JobControl, progress, save_config, start_process
 from ..training.checkpoint import load_checkpoint
 from .deformable_run import PROGRESS_FILE, deformable_half_maps
 from .report import write_half_maps
@@ -36,10 +36,7 @@ def report_inverse(directory: Path) -> None:
 def deformable_backprojection(config, job: JobControl) -> None:
     from ..inverse.run import load_run
 
-    device = resolve_device(config.gpu_id)
-    main = initialise(device).is_main  # only the main process writes files
-    if config.n_threads:
-        torch.set_num_threads(config.n_threads)
+    device, main = start_process(config.gpu_id, config.n_threads)  # only the main process writes files
     table, models, saved, latents, _ = load_run(config.output_directory, config.checkpoint_file, device)
     if len({(g.box_px, g.pixel_size_angstrom) for g in table.optics_groups}) > 1:
         raise InputError(f"{table.star_path}: optics groups have different box or pixel sizes")

@@ -14,12 +14,12 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.batches import load_batch
 from ..data.images import ParticleImages
 from ..data.particles import read_particles
-from ..distributed import all_reduce_sum, barrier, from_main, initialise, shard
+from ..distributed import all_reduce_sum, barrier, from_main, shard
 from ..errors import InputError
 from ..model.gaussians import GaussianModel
 from ..model.graph import DistancePrior
 from ..reconstruction.imaging import batch_ctf, centred_spectra
-from ..runtime import JobControl, progress, resolve_device, save_config
+from ..runtime import JobControl, progress, save_config, start_process
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .deformations import HalfState, train_epoch
 from .inference import disagreement, particle_latents, posterior_spread, rms_displacement
@@ -71,10 +71,7 @@ def _new_state(config, gaussians: GaussianModel, movable, body, n_bodies, box, p
 
 
 def optimize_deformations(config, job: JobControl, deformation_masks: Path | None) -> None:
-    if config.n_threads:
-        torch.set_num_threads(config.n_threads)
-    device = resolve_device(config.gpu_id)
-    main = initialise(device).is_main  # only the main process writes files
+    device, main = start_process(config.gpu_id, config.n_threads)  # only the main process writes files
     out = config.output_directory / "forward_deformations"
     checkpoints = out / "checkpoints"
     table = read_particles(config.refinement_star_file, seed=config.seed)
