@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-
 from ..data.images import ParticleImages
 from ..data.volumes import read_mask
 from ..errors import InputError
