@@ -2,13 +2,23 @@
 (10 Å to Nyquist) against the true consensus map inside the moving and the fixed domain, the 0.5
 and 0.143 crossings, and seconds per particle (ours plain, ours deformable, relion_reconstruct).
 
+Every map comes regularised (RELION's FSC-based Wiener term; ``relion_reconstruct --fsc`` given our
+plain half-map FSC) and unregularised (plain weight division; ``relion_reconstruct`` without
+``--fsc``), and each comparison is between maps made the same way.
+
     python benchmarks/deformable_backprojection.py [--n-particles 4000] [--n-epochs 30]
     python benchmarks/deformable_backprojection.py --from-run DIR   # DIR from deformation_accuracy.py --keep DIR
+    python benchmarks/deformable_backprojection.py --speed-only [--gpu-id 0]   # box 64 and 128
+
+The speed part trains a small model briefly on 1,000 simulated particles at box 64 and at box 128
+(its accuracy does not matter there), then times the ``deformable-backprojection`` command in a
+fresh process (peak memory included) and ``relion_reconstruct --ctf`` on the same particles.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -16,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import starfile
 import torch
 
 from dynamight.cli import main as dynamight
@@ -25,14 +36,35 @@ from dynamight.data.particles import read_particles
 from dynamight.data.volumes import read_map
 from dynamight.reconstruction.deformable_run import deformable_half_maps, read_latents
 from dynamight.reconstruction.plain import reconstruct_half_maps
+from dynamight.reconstruction.report import fsc_table
 from dynamight.training.restore import load_forward_models
 from dynamight.simulate.dataset import simulate
+
+from scale import UPSTREAM_BACKPROJECTION_S, measure, memory, training_args
 
 
 def timed(f):
     start = time.perf_counter()
     result = f()
     return result, time.perf_counter() - start
+
+
+def speed(root: Path, gpu: str, n: int = 1000) -> None:
+    """Seconds per particle of the whole deformable-backprojection command at box 64 and 128."""
+    for box in (64, 128):
+        project, run = root / f"speed{box}", root / f"speed_run{box}"
+        simulate(project, n_particles=n, box_px=box, pixel_size_angstrom=128.0 / box, snr=0.1, motion="hinge", seed=0)
+        measure(training_args(project, run, gpu, 1, 600, 2))
+        t = measure(["deformable-backprojection", str(run), "--gpu-id", gpu])
+        line = (f"box {box}, {n} particles: deformable backprojection {t['seconds'] / n:.4f} s/particle "
+                f"({UPSTREAM_BACKPROJECTION_S / (t['seconds'] / n):.0f}x upstream's {UPSTREAM_BACKPROJECTION_S} s "
+                f"at box 64), {memory(t)}")
+        if shutil.which("relion_reconstruct"):
+            _, t_relion = timed(lambda: subprocess.run(["relion_reconstruct", "--i", "particles.star", "--o",
+                                                        "relion.mrc", "--ctf"], cwd=project, check=True,
+                                                       capture_output=True))
+            line += f"; relion_reconstruct {t_relion / n:.4f} s/particle, ratio {t['seconds'] / t_relion:.1f}"
+        print(line, flush=True)
 
 
 def main() -> None:
@@ -43,7 +75,13 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None)
     parser.add_argument("--from-run", type=Path, default=None,
                         help="use the project and trained run that deformation_accuracy.py --keep left here")
+    parser.add_argument("--speed-only", action="store_true", help="only the seconds per particle at box 64 and 128")
+    parser.add_argument("--gpu-id", default="-1", help="device of the speed part (default: the CPU)")
     args = parser.parse_args()
+    if args.speed_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            speed(Path(tmp), args.gpu_id)
+        return
     box, pixel = 64, 2.0
     with tempfile.TemporaryDirectory() as tmp:
         root = args.from_run or args.keep or Path(tmp)
@@ -82,7 +120,15 @@ def main() -> None:
             _, t_relion = timed(lambda: subprocess.run(["relion_reconstruct", "--i", "particles.star", "--o",
                                                         "relion.mrc", "--ctf"], cwd=moving, check=True,
                                                        capture_output=True))
-            maps["plain (relion_reconstruct)"] = read_map(moving / "relion.mrc").data
+            maps["plain (relion_reconstruct, unregularised)"] = read_map(moving / "relion.mrc").data
+            unregularised = reconstruct_half_maps(table, ParticleImages(table), torch.device("cpu"), regularise=False)
+            fsc_star = Path(tmp) / "fsc.star"
+            # the table relion_reconstruct --fsc reads: rlnSpectralIndex, rlnGoldStandardFsc
+            starfile.write({"fsc": fsc_table({"rlnGoldStandardFsc": fsc(unregularised.half1, unregularised.half2)},
+                                             box, pixel)}, fsc_star, overwrite=True)
+            subprocess.run(["relion_reconstruct", "--i", "particles.star", "--o", str(Path(tmp) / "relion_fsc.mrc"),
+                            "--ctf", "--fsc", str(fsc_star)], cwd=moving, check=True, capture_output=True)
+            maps["plain (relion_reconstruct --fsc)"] = read_map(Path(tmp) / "relion_fsc.mrc").data
         truth = read_map(moving / "map.mrc").data
         masks = {name: read_map(moving / "masks" / f"{name}_domain.mrc").data for name in ("moving", "fixed")}
         low = int(round(box * pixel / 10))  # shell of 10 Å
@@ -96,8 +142,9 @@ def main() -> None:
                       f"curve {np.round(curve.numpy()[::4], 3).tolist()}")
         comparisons = [("plain (ours)", "deformable", "static twin (ours)"),
                        ("plain (ours, unregularised)", "deformable (unregularised)", "static twin (ours, unregularised)"),
-                       ("plain (relion_reconstruct)", "deformable", "static twin (ours)"),
-                       ("plain (relion_reconstruct)", "deformable (unregularised)", "static twin (ours, unregularised)")]
+                       ("plain (relion_reconstruct --fsc)", "deformable", "static twin (ours)"),
+                       ("plain (relion_reconstruct, unregularised)", "deformable (unregularised)",
+                        "static twin (ours, unregularised)")]
         for plain_name, deformable_name, twin_name in comparisons:
             if plain_name not in maps:
                 continue
@@ -107,6 +154,7 @@ def main() -> None:
                   f"{twin_name} (need >= 50%); fixed domain change "
                   f"{band[deformable_name, 'fixed'] - band[plain_name, 'fixed']:+.3f}")
         n = n_particles
+        print(f"peak RSS of this process (every map above): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
         print(f"seconds per particle: deformable (whole command) {t_deformable / n:.4f}, plain (ours) {t_plain / n:.4f}"
               + (f", relion_reconstruct {t_relion / n:.4f}; deformable / relion_reconstruct {t_deformable / t_relion:.1f}"
                  if t_relion else ""))

@@ -4,7 +4,8 @@ GUI: External job, "External executable" ``relion_dynamight_backproject``, optio
 mask" (for the masked FSC); parameters (label / value) ``checkpoint`` (the train job's
 ``checkpoint.pth``; the latent codes are read from the ``latents.star`` beside it), ``inverse`` (the
 invert job's ``inverse.pth``), ``batch_size`` (particles per batch, both when decoding deformations
-and when inserting images), ``gpu_id``, ``preload_images`` (empty value).
+and when inserting images), ``particles_per_cluster`` (200), ``gpu_id``, ``preload_images`` (empty
+value).
 
 The engine (``dynamight deformable-backprojection``) writes ``backprojection/`` in the job directory
 (``map_half1.mrc``, ``map_half2.mrc``, ``map.mrc``, ``fsc.star``, ``fsc.pdf``, ``config.json``, and
@@ -57,7 +58,7 @@ def run(context: StepContext) -> Report:
     config = build_config(deformable_backprojection.Config, {
         "output_directory": directory, "checkpoint_file": checkpoint, "inverse_deformation_directory": staged,
         "batch_size": params["batch_size"], "backprojection_batch_size": params["batch_size"],
-        "mask_file": args.inputs["in_mask"], "preload_images": params["preload_images"], "gpu_id": params["gpu_id"],
+        "particles_per_cluster": params["particles_per_cluster"], "mask_file": args.inputs["in_mask"], "preload_images": params["preload_images"], "gpu_id": params["gpu_id"],
         "n_threads": args.threads,
     })
     if (directory / BACKPROJECTION / "progress.pth").is_file():

@@ -10,13 +10,15 @@ import torch
 
 from dynamight.data.batches import load_batch
 from dynamight.data.ctf import ctf_image
-from dynamight.data.fourier import fft_centred, fsc
+from dynamight.data.fourier import fft_centred, fsc, radial_index
 from dynamight.data.images import ParticleImages
 from dynamight.data.particles import read_particles
 from dynamight.data.volumes import read_map, write_map
 from dynamight.reconstruction.fourier_slice import FourierProjector
 from dynamight.reconstruction.imaging import batch_ctf, observe
 from dynamight.reconstruction.plain import reconstruct_half_maps
+from dynamight.reconstruction.report import fsc_table
+from dynamight.simulate.dataset import simulate
 
 from .helpers import ncc, needs_relion, run_relion
 
@@ -100,3 +102,31 @@ def test_reconstruction_matches_relion_reconstruct(clean_project, tmp_path):
     assert fsc(maps.merged, relion)[: limit + 1].min() >= 0.9
     assert fsc(maps.merged, truth)[: limit + 1].min() >= 0.9
     assert abs(float(maps.merged.std() / truth.std()) - 1) < 0.05
+
+
+def _shell_amplitudes(volume: torch.Tensor) -> torch.Tensor:
+    """``(d, d, d)`` -> ``(d // 2 + 1,)`` root of the summed power in each Fourier shell."""
+    d = volume.shape[-1]
+    power = (fft_centred(volume.double(), 3).abs() ** 2).flatten()
+    shells = radial_index(d, 3).flatten()
+    return torch.zeros(int(shells.max()) + 1, dtype=torch.float64).index_add_(0, shells, power)[: d // 2 + 1].sqrt()
+
+
+@needs_relion("relion_reconstruct")
+def test_regularisation_matches_relion_reconstruct_fsc(tmp_path):
+    """RELION's FSC-based Wiener term: given the same half-map FSC, our regularised map is damped
+    shell by shell as ``relion_reconstruct --fsc`` damps its own (noisy data, where it matters)."""
+    simulate(tmp_path, n_particles=1000, box_px=BOX, pixel_size_angstrom=PIXEL, snr=0.05, motion="none", seed=7)
+    table = read_particles(tmp_path / "particles.star")
+    images = ParticleImages(table)
+    plain = reconstruct_half_maps(table, images, torch.device("cpu"), regularise=False)
+    regularised = reconstruct_half_maps(table, images, torch.device("cpu"))
+    curve = fsc(plain.half1, plain.half2)
+    starfile.write({"fsc": fsc_table({"rlnGoldStandardFsc": curve}, BOX, PIXEL)}, tmp_path / "fsc.star")
+    run_relion(["relion_reconstruct", "--i", "particles.star", "--o", "plain.mrc", "--ctf"], tmp_path)
+    run_relion(["relion_reconstruct", "--i", "particles.star", "--o", "wiener.mrc", "--ctf", "--fsc", "fsc.star"], tmp_path)
+    relion_damping = _shell_amplitudes(read_map(tmp_path / "wiener.mrc").data) / _shell_amplitudes(read_map(tmp_path / "plain.mrc").data)
+    our_damping = _shell_amplitudes(regularised.merged) / _shell_amplitudes(plain.merged)
+    assert float(curve[-3:].mean()) < 0.2 and float(relion_damping[-3:].max()) < 0.5  # the term matters here
+    ratio = (our_damping / relion_damping)[1:]
+    assert 0.95 < float(ratio.median()) < 1.05 and ratio.min() > 0.8 and ratio.max() < 1.25, ratio

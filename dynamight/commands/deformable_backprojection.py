@@ -24,6 +24,8 @@ class Config(BaseModel):
     batch_size: int = Field(24, ge=1, description="particles per batch when computing deformations")
     backprojection_batch_size: int = Field(32, ge=1, description="particles per batch when inserting images")
     downsample: int = Field(2, ge=1, description="the deformation field is evaluated on a (box/downsample)^3 grid")
+    particles_per_cluster: int = Field(200, ge=1, description="particles per latent-space cluster: each cluster's "
+                                       "data is reconstructed, warped into the consensus frame as one")
     mask_file: Path | None = Field(None, description="soft mask for the masked FSC")
     preload_images: bool = Field(False, description="read all images into memory first")
     gpu_id: int | None = Field(None, description="GPU to use; -1 for the CPU (default: first GPU, else CPU)")

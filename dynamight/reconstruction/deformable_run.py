@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..model.graph import mean_neighbour_distance
 from ..training.inference import displacements_of
 from ..training.model import ForwardModel
-from .deformable import ClusterWarper, DeformableAccumulator, kmeans, n_clusters_for
+from .deformable import PARTICLES_PER_CLUSTER, ClusterWarper, DeformableAccumulator, kmeans, n_clusters_for
 from .plain import HalfMaps, half_maps_from, insert_batch
 
 log = logging.getLogger(__name__)
@@ -42,18 +42,24 @@ def read_latents(path: Path, table: ParticleTable) -> np.ndarray:
 
 
 @torch.no_grad()
-def mean_displacement(model: ForwardModel, z: np.ndarray, batch_size: int, device) -> torch.Tensor:
-    """``(n, 3)`` the mean of the displacements (Å) over codes ``(m, l)``."""
+def mean_displacement(model: ForwardModel, z: np.ndarray, batch_size: int, device) -> tuple[torch.Tensor, float]:
+    """The ``(n, 3)`` mean of the displacements (Å) over codes ``(m, l)``, and the sum over the
+    codes of the squared distance (Å^2, mean over the Gaussians) of their displacements from it."""
     total = torch.zeros(model.positions.shape, device=device, dtype=torch.float64)
+    squares = 0.0
     for _, delta in displacements_of(model, z, batch_size, device):
         total += delta.sum(0).double()
-    return (total / max(len(z), 1)).float()
+        squares += float(delta.double().pow(2).sum(-1).mean(-1).sum())
+    m = max(len(z), 1)
+    mean = total / m
+    return mean.float(), max(squares - m * float(mean.pow(2).sum(-1).mean()), 0.0)
 
 
 def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: dict[int, ForwardModel],
                          latents: np.ndarray, device: torch.device, batch_size: int, downsample: int,
                          state_dir: Path, seed: int = 0, zero_deformation: bool = False, insert_batch_size: int = 32,
-                         on_batch: Callable[[int], None] | None = None, regularise: bool = True) -> HalfMaps:
+                         on_batch: Callable[[int], None] | None = None, regularise: bool = True,
+                         particles_per_cluster: int = PARTICLES_PER_CLUSTER) -> HalfMaps:
     """Both half-maps (``batch_size`` codes per decoder call, ``insert_batch_size`` images per
     insertion); resumable: progress is saved in ``state_dir`` at most every
     ``SAVE_EVERY_SECONDS`` (after a round of clusters); a killed run redoes at most that much.
@@ -73,9 +79,10 @@ def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: d
     for half in (1, 2):
         model = models[half]
         members = np.flatnonzero(table.half_set == half)
-        labels = kmeans(latents[members], n_clusters_for(len(members)), seed=seed + half)
+        labels = kmeans(latents[members], n_clusters_for(len(members), particles_per_cluster), seed=seed + half)
         warper = ClusterWarper(model.positions, box, pixel, downsample, mean_neighbour_distance(model.positions))
         n_clusters = int(labels.max()) + 1
+        spread, n_spread = 0.0, 0
         for first in range(0, n_clusters, launch.world):
             round_ = range(first, min(first + launch.world, n_clusters))
             cluster = first + launch.rank
@@ -83,7 +90,10 @@ def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: d
             if (half, cluster) not in done and len(chosen):
                 for idx in group_batches(table, chosen, insert_batch_size):
                     insert_batch(accumulators[half].cluster, load_batch(table, images, idx, device), pixel)
-                shift = None if zero_deformation else mean_displacement(model, latents[chosen], batch_size, device)
+                shift = None
+                if not zero_deformation:
+                    shift, squares = mean_displacement(model, latents[chosen], batch_size, device)
+                    spread, n_spread = spread + squares, n_spread + len(chosen)
                 accumulators[half].finish_cluster(warper, shift)
             done.update((half, c) for c in round_)
             if on_batch is not None:
@@ -91,6 +101,9 @@ def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: d
             if any_rank(time.monotonic() - last_save > SAVE_EVERY_SECONDS):
                 _save_progress(state_dir / PROGRESS_FILE, accumulators, done)
                 last_save = time.monotonic()
+        if n_spread and launch.is_main:
+            log.info("half %d: %d clusters; RMS distance of a particle's displacements from its cluster's mean: %.2f Å "
+                     "(this process's clusters)", half, n_clusters, (spread / n_spread) ** 0.5)
     totals = {h: a.summed_over_processes() for h, a in accumulators.items()}
     return half_maps_from(totals[1], totals[2], box, pixel, regularise)
 

@@ -2,9 +2,9 @@
 
 Each half-set's particles are centred (shifted by ``+origin``), multiplied by their CTF in Fourier
 space and inserted as central slices with CTF^2 weights (:class:`FourierBackprojector`). The
-division is Wiener-regularised as in RELION: per shell, ``weight + 1 / (SNR * <1/weight>)`` with
-``SNR = FSC / (1 - FSC)`` from the unregularised half-maps (``2 SNR`` for the merged map, which has
-twice the data). The reconstruction's box and pixel size are those of the first optics group (as
+division is Wiener-regularised as in RELION: per shell, ``weight + <weight> / SNR`` with
+``SNR = FSC / (1 - FSC)`` from the unregularised half-maps (for the merged map, which has twice the
+data, the FSC first becomes ``sqrt(2 FSC / (FSC + 1))``, as RELION's). The reconstruction's box and pixel size are those of the first optics group (as
 ``relion_reconstruct``); other groups are inserted at their own frequency scale.
 """
 
@@ -51,32 +51,37 @@ def insert_batch(backprojector: FourierBackprojector, batch: ParticleBatch, pixe
                          insertion_scale(batch, backprojector.box_px, pixel_size_angstrom, pad))
 
 
-def wiener_regularisation(weight: torch.Tensor, fsc: torch.Tensor, box_px: int, snr_factor: float = 1.0) -> torch.Tensor:
-    """RELION's ``1 / tau^2`` term for every voxel of a padded grid.
+def wiener_regularisation(weight: torch.Tensor, fsc: torch.Tensor, box_px: int, whole: bool = False) -> torch.Tensor:
+    """RELION's ``1 / tau^2`` term (``BackProjector::updateSSNRarrays``) for every voxel of a padded grid.
+
+    Per shell: ``<W> / SNR``, with ``<W>`` the mean CTF^2 weight over all of the shell's voxels and
+    ``SNR = f / (1 - f)`` from the half-map FSC ``f`` clamped to ``[0.001, 0.999]``; for the merged
+    map (``whole``) ``f`` first becomes ``sqrt(2 f / (f + 1))`` (twice the data). Beyond Nyquist the
+    term is huge: nothing is kept there.
 
     Args:
         weight: ``(D, D, D)`` accumulated CTF^2 weights.
         fsc: ``(d // 2 + 1,)`` half-map FSC.
         box_px: the unpadded box ``d``.
-        snr_factor: 1 for a half-map, 2 for the merged map.
+        whole: the term for the merged map rather than a half-map.
 
     Returns:
         ``(D, D, D)`` values to add to ``weight`` before dividing.
     """
     padded = weight.shape[-1]
-    pad = padded / box_px
     axis = torch.arange(padded, device=weight.device, dtype=torch.float64) - padded // 2
-    radius = torch.sqrt(axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2) / pad
-    shells = torch.round(radius).long().clamp(max=fsc.shape[0])  # shell fsc.shape[0] = beyond Nyquist
+    radius = torch.sqrt(axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2)
+    shells = torch.round(radius * box_px / padded).long().clamp(max=fsc.shape[0]).flatten()  # last = beyond Nyquist
     n = fsc.shape[0] + 1
-    has = weight > 0
-    inv_sum = torch.zeros(n, dtype=torch.float64, device=weight.device).index_add_(0, shells[has], 1 / weight[has])
-    count = torch.zeros(n, dtype=torch.float64, device=weight.device).index_add_(0, shells[has], torch.ones_like(weight[has]))
-    mean_inv_weight = inv_sum / count.clamp(min=1)
-    f = fsc.double().clamp(1e-3, 0.999).to(weight.device)
-    snr = snr_factor * f / (1 - f)
-    per_shell = torch.cat([1 / (snr * mean_inv_weight[:-1]).clamp(min=1e-30), mean_inv_weight.new_tensor([1e30])])
-    return per_shell[shells]
+    total = torch.zeros(n, dtype=torch.float64, device=weight.device).index_add_(0, shells, weight.flatten().double())
+    count = torch.bincount(shells, minlength=n).double()
+    mean_weight = total / count.clamp(min=1)
+    f = fsc.double().to(weight.device).clamp(min=1e-3)
+    if whole:
+        f = torch.sqrt(2 * f / (f + 1))
+    f = f.clamp(max=0.999)
+    per_shell = torch.cat([mean_weight[:-1] * (1 - f) / f, mean_weight.new_tensor([1e30])])
+    return per_shell[shells].reshape(weight.shape)
 
 
 def reconstruct_half_maps(
@@ -116,10 +121,10 @@ def half_maps_from(half1, half2, box_px: int, pixel_size_angstrom: float, regula
     ``spectrum_and_weight()`` and ``add(other)``). ``half1`` holds both halves' data afterwards."""
     raw_fsc = fourier_shell_correlation(half1.reconstruct(), half2.reconstruct())
 
-    def term(acc, snr_factor: float):
-        return wiener_regularisation(acc.spectrum_and_weight()[1], raw_fsc, box_px, snr_factor) if regularise else None
+    def term(acc, whole: bool):
+        return wiener_regularisation(acc.spectrum_and_weight()[1], raw_fsc, box_px, whole) if regularise else None
 
-    maps = [acc.reconstruct(term(acc, 1.0)) for acc in (half1, half2)]
+    maps = [acc.reconstruct(term(acc, False)) for acc in (half1, half2)]
     half1.add(half2)
-    merged = half1.reconstruct(term(half1, 2.0))
+    merged = half1.reconstruct(term(half1, True))
     return HalfMaps(maps[0], maps[1], merged, fourier_shell_correlation(maps[0], maps[1]), pixel_size_angstrom)
