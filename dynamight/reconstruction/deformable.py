@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..distributed import all_reduce_sum
+from ..distributed import all_reduce_sum, current
 from ..data.fourier import fft_centred, ifft_centred, radial_index
 from .deformation_field import FieldInterpolator
 from .fourier_slice import FourierBackprojector
@@ -110,13 +110,13 @@ def upsample_twice(volume: torch.Tensor) -> torch.Tensor:
 
 
 def shell_mean(weight: torch.Tensor, shells: torch.Tensor) -> torch.Tensor:
-    """``(D, D, D)`` weights and shell indices -> ``(D, D, D)``: each voxel's value replaced by its
-    shell's mean non-zero value."""
-    has = weight > 0
+    """``(D, D, D)`` weights and ``(D^3,)`` flattened shell indices (int32 or int64) ->
+    ``(D, D, D)``: each voxel's value replaced by its shell's mean non-zero value."""
+    flat = weight.flatten()
     n = int(shells.max()) + 1
-    total = torch.zeros(n, dtype=weight.dtype, device=weight.device).index_add_(0, shells[has], weight[has])
-    count = torch.zeros(n, dtype=weight.dtype, device=weight.device).index_add_(0, shells[has], torch.ones_like(weight[has]))
-    return (total / count.clamp(min=1))[shells]
+    total = torch.zeros(n, dtype=weight.dtype, device=weight.device).index_add_(0, shells, flat)
+    count = torch.zeros(n, dtype=weight.dtype, device=weight.device).index_add_(0, shells, (flat > 0).to(weight.dtype))
+    return (total / count.clamp(min=1))[shells].reshape(weight.shape)
 
 
 class DeformableAccumulator:
@@ -133,21 +133,36 @@ class DeformableAccumulator:
 
     def __init__(self, box_px: int, pad: int = 2, device=None):
         self.box_px, self.padded_px = box_px, pad * box_px
+        self.pad, self.device = pad, device
         self.spectrum = torch.zeros((self.padded_px,) * 3, dtype=torch.complex128, device=device)
         self.weights = torch.zeros((self.padded_px,) * 3, dtype=torch.float64, device=device)
-        self.cluster = FourierBackprojector(box_px, pad, device)
-        self.shells = radial_index(self.padded_px, 3, device=device)
+        self._cluster: FourierBackprojector | None = None
+        self._shells: torch.Tensor | None = None
+
+    @property
+    def cluster(self) -> FourierBackprojector:
+        """The current cluster's accumulator (allocated when first needed, see :meth:`release_cluster`)."""
+        if self._cluster is None:
+            self._cluster = FourierBackprojector(self.box_px, self.pad, self.device)
+            self._shells = radial_index(self.padded_px, 3, device=self.device).flatten().int()
+        return self._cluster
+
+    def release_cluster(self) -> None:
+        """Free the cluster accumulator (after the half-set's last cluster)."""
+        self._cluster = self._shells = None
 
     def finish_cluster(self, warper: ClusterWarper | None, mean_displacement: torch.Tensor | None) -> None:
-        """Move the current cluster's data, warped, into the totals, and reset it."""
-        spectrum, weight = self.cluster.spectrum_and_weight()
+        """Move the current cluster's data, warped, into the totals, and reset it (single precision:
+        one cluster's sums; the totals are double)."""
+        spectrum, weight = self.cluster.spectrum_and_weight(double=False)
         if warper is None or mean_displacement is None or not bool(mean_displacement.abs().gt(1e-6).any()):
             self.spectrum += spectrum
         else:
-            floor = self.FLOOR * shell_mean(weight, self.shells)
-            density = ifft_centred((spectrum / (weight + floor).clamp(min=1e-30)).to(torch.complex64), 3)
-            warped = fft_centred(warper.warp(density, mean_displacement), 3).to(torch.complex128)
-            self.spectrum += weight * warped + spectrum * floor / (weight + floor).clamp(min=1e-30)
+            denominator = (weight + self.FLOOR * shell_mean(weight, self._shells)).clamp_(min=1e-30)
+            density = ifft_centred(spectrum / denominator, 3)
+            warped = fft_centred(warper.warp(density, mean_displacement), 3)
+            kept = weight / denominator  # the part of the data that forms the density
+            self.spectrum += weight * warped + spectrum * (1 - kept)
         self.weights += weight
         self.cluster.accumulator.zero_()
 
@@ -156,7 +171,9 @@ class DeformableAccumulator:
         self.weights += other.weights
 
     def summed_over_processes(self) -> "DeformableAccumulator":
-        """A copy holding the totals of every process of a distributed run (this one's alone otherwise)."""
+        """A copy holding the totals of every process of a distributed run (itself in a run of one)."""
+        if current().world == 1:
+            return self
         total = DeformableAccumulator.__new__(DeformableAccumulator)
         total.__dict__.update(self.__dict__)
         total.spectrum = torch.view_as_complex(all_reduce_sum(torch.view_as_real(self.spectrum).clone()))

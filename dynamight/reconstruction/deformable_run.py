@@ -101,6 +101,7 @@ def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: d
             if any_rank(time.monotonic() - last_save > SAVE_EVERY_SECONDS):
                 _save_progress(state_dir / PROGRESS_FILE, accumulators, done)
                 last_save = time.monotonic()
+        accumulators[half].release_cluster()
         if n_spread and launch.is_main:
             log.info("half %d: %d clusters; RMS distance of a particle's displacements from its cluster's mean: %.2f Å "
                      "(this process's clusters)", half, n_clusters, (spread / n_spread) ** 0.5)

@@ -142,10 +142,12 @@ class FourierBackprojector:
         """Merge another accumulator of the same size (e.g. the other half-set)."""
         self.accumulator += other.accumulator
 
-    def spectrum_and_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(D, D, D)`` complex128 accumulated spectrum and ``(D, D, D)`` float64 weights, with the
-        Hermitian half added (voxel ``k`` receives the conjugate of voxel ``-k``)."""
-        acc = self.accumulator.reshape((self.padded_px,) * 3 + (3,)).double()
+    def spectrum_and_weight(self, double: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(D, D, D)`` complex128 accumulated spectrum and ``(D, D, D)`` float64 weights (complex64
+        and float32 when not ``double``), with the Hermitian half added (voxel ``k`` receives the
+        conjugate of voxel ``-k``)."""
+        acc = self.accumulator.reshape((self.padded_px,) * 3 + (3,))
+        acc = acc.double() if double else acc
         mirrored = torch.roll(torch.flip(acc, dims=(0, 1, 2)), shifts=(1, 1, 1), dims=(0, 1, 2))
         spectrum = torch.complex(acc[..., 0] + mirrored[..., 0], acc[..., 1] - mirrored[..., 1])
         return spectrum, acc[..., 2] + mirrored[..., 2]
@@ -166,10 +168,11 @@ class FourierBackprojector:
                 mean non-zero weight, against division by near-zero weights.
 
         Returns:
-            ``(d, d, d)`` float32 map (cropped, gridding-corrected).
+            ``(d, d, d)`` float32 map (cropped, gridding-corrected; the inverse FFT in single precision).
         """
-        floor = 1e-3 * weight[weight > 0].mean() if (weight > 0).any() else 1.0
+        positive = weight > 0
+        floor = 1e-3 * weight[positive].mean() if positive.any() else 1.0
         denominator = torch.clamp(weight + (regularisation if regularisation is not None else 0), min=floor)
-        padded = ifft_centred(spectrum / denominator, 3)
-        volume = crop_volume(padded, box_px).float()
+        padded = ifft_centred((spectrum / denominator).to(torch.complex64), 3)
+        volume = crop_volume(padded, box_px)
         return volume / sinc2_window(box_px, padded_px, device=volume.device)
