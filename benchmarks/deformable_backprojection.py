@@ -49,6 +49,13 @@ def timed(f):
     return result, time.perf_counter() - start
 
 
+def relion_reconstruct(cwd: Path, output: Path | str, *options: str) -> float:
+    """Run ``relion_reconstruct --i particles.star --ctf`` in ``cwd``; returns its seconds."""
+    _, seconds = timed(lambda: subprocess.run(["relion_reconstruct", "--i", "particles.star", "--o", str(output),
+                                               "--ctf", *options], cwd=cwd, check=True, capture_output=True))
+    return seconds
+
+
 def speed(root: Path, gpu: str, n: int = 1000) -> None:
     """Seconds per particle of the whole deformable-backprojection command at box 64 and 128."""
     for box in (64, 128):
@@ -60,9 +67,7 @@ def speed(root: Path, gpu: str, n: int = 1000) -> None:
                 f"({UPSTREAM_BACKPROJECTION_S / (t['seconds'] / n):.0f}x upstream's {UPSTREAM_BACKPROJECTION_S} s "
                 f"at box 64), {memory(t)}")
         if shutil.which("relion_reconstruct"):
-            _, t_relion = timed(lambda: subprocess.run(["relion_reconstruct", "--i", "particles.star", "--o",
-                                                        "relion.mrc", "--ctf"], cwd=project, check=True,
-                                                       capture_output=True))
+            t_relion = relion_reconstruct(project, "relion.mrc")
             line += f"; relion_reconstruct {t_relion / n:.4f} s/particle, ratio {t['seconds'] / t_relion:.1f}"
         print(line, flush=True)
 
@@ -117,17 +122,14 @@ def main() -> None:
             twin_table, ParticleImages(twin_table), torch.device("cpu"), regularise=False).merged
         t_relion = None
         if shutil.which("relion_reconstruct"):
-            _, t_relion = timed(lambda: subprocess.run(["relion_reconstruct", "--i", "particles.star", "--o",
-                                                        "relion.mrc", "--ctf"], cwd=moving, check=True,
-                                                       capture_output=True))
+            t_relion = relion_reconstruct(moving, "relion.mrc")
             maps["plain (relion_reconstruct, unregularised)"] = read_map(moving / "relion.mrc").data
             unregularised = reconstruct_half_maps(table, ParticleImages(table), torch.device("cpu"), regularise=False)
             fsc_star = Path(tmp) / "fsc.star"
             # the table relion_reconstruct --fsc reads: rlnSpectralIndex, rlnGoldStandardFsc
             starfile.write({"fsc": fsc_table({"rlnGoldStandardFsc": fsc(unregularised.half1, unregularised.half2)},
                                              box, pixel)}, fsc_star, overwrite=True)
-            subprocess.run(["relion_reconstruct", "--i", "particles.star", "--o", str(Path(tmp) / "relion_fsc.mrc"),
-                            "--ctf", "--fsc", str(fsc_star)], cwd=moving, check=True, capture_output=True)
+            relion_reconstruct(moving, Path(tmp) / "relion_fsc.mrc", "--fsc", str(fsc_star))
             maps["plain (relion_reconstruct --fsc)"] = read_map(Path(tmp) / "relion_fsc.mrc").data
         truth = read_map(moving / "map.mrc").data
         masks = {name: read_map(moving / "masks" / f"{name}_domain.mrc").data for name in ("moving", "fixed")}

@@ -4,8 +4,9 @@ Each half-set's particles are centred (shifted by ``+origin``), multiplied by th
 space and inserted as central slices with CTF^2 weights (:class:`FourierBackprojector`). The
 division is Wiener-regularised as in RELION: per shell, ``weight + <weight> / SNR`` with
 ``SNR = FSC / (1 - FSC)`` from the unregularised half-maps (for the merged map, which has twice the
-data, the FSC first becomes ``sqrt(2 FSC / (FSC + 1))``, as RELION's). The reconstruction's box and pixel size are those of the first optics group (as
-``relion_reconstruct``); other groups are inserted at their own frequency scale.
+data, the FSC first becomes ``sqrt(2 FSC / (FSC + 1))``, as RELION's). The reconstruction's box
+and pixel size are those of the first optics group (as ``relion_reconstruct``); other groups are
+inserted at their own frequency scale.
 """
 
 from __future__ import annotations
