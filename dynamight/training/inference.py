@@ -15,6 +15,7 @@ import torch
 from ..data.batches import ParticleBatch, group_batches, load_batch
 from ..data.images import ParticleImages
 from ..data.particles import ParticleTable
+from ..distributed import all_reduce_sum, shard
 from ..reconstruction.imaging import batch_ctf, centred_spectra
 from .losses import data_term
 from .model import ForwardModel
@@ -52,13 +53,12 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
             encoder's code.
 
     Returns:
-        ``(len(indices), l)`` codes in the order of ``indices``.
+        ``(len(indices), l)`` codes in the order of ``indices``. In a distributed run every process
+        refines its share (every ``world``-th particle) and all receive all codes (collective).
     """
     model.eval()
-    out = np.zeros((len(indices), learnt.shape[1]), dtype=np.float32)
-    position = {int(p): i for i, p in enumerate(indices)}
-    for idx in group_batches(table, indices, batch_size):
-        rows = [position[int(p)] for p in idx]
+    out = torch.zeros((len(indices), learnt.shape[1]), dtype=torch.float32, device=device)
+    for rows, idx in _shared_batches(table, indices, batch_size):
         z = learnt[torch.as_tensor(idx)].to(device)
         batch = load_batch(table, images, idx, device)
         new = ~trained[idx]
@@ -72,8 +72,16 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
             z[torch.as_tensor(~new, device=device)] = refine_latents(model, part, weights.to(device),
                                                                      z[torch.as_tensor(~new, device=device)],
                                                                      steps=learnt_steps)
-        out[rows] = z.cpu().numpy()
-    return out
+        out[torch.as_tensor(rows, device=device)] = z
+    return all_reduce_sum(out).cpu().numpy()
+
+
+def _shared_batches(table: ParticleTable, indices: np.ndarray, batch_size: int):
+    """Yield ``(rows, particles)``: this process's share of ``indices`` (every ``world``-th) in
+    batches of one optics group, and their positions in ``indices``."""
+    position = {int(p): i for i, p in enumerate(indices)}
+    for idx in group_batches(table, shard(indices), batch_size):
+        yield [position[int(p)] for p in idx], idx
 
 
 @torch.no_grad()
@@ -107,13 +115,12 @@ def posterior_spread(model: ForwardModel, weights: torch.Tensor, table: Particle
     particle; the objective is separable, so ``l`` double-backward passes give every particle's
     block) of ``whitened data term + |z|^2 / 2`` at ``codes`` (``(m, l)``), carried to the
     displacements by their Jacobian ``J`` (central differences): ``sqrt(mean_j tr(J_j H^-1 J_j^T))``.
+    Collective in a distributed run, as :func:`particle_latents`.
     """
     model.eval()
     movable = movable_mask(model)
-    out = np.zeros(len(indices), dtype=np.float32)
-    position = {int(p): i for i, p in enumerate(indices)}
-    for idx in group_batches(table, indices, batch_size):
-        rows = [position[int(p)] for p in idx]
+    out = torch.zeros(len(indices), dtype=torch.float32, device=device)
+    for rows, idx in _shared_batches(table, indices, batch_size):
         batch = load_batch(table, images, idx, device)
         ctf, spectra = batch_ctf(batch), centred_spectra(batch)
         z = torch.as_tensor(codes[rows], device=device).requires_grad_(True)
@@ -129,8 +136,8 @@ def posterior_spread(model: ForwardModel, weights: torch.Tensor, table: Particle
             jacobian = torch.stack([(model.displacements(z + step * e) - model.displacements(z - step * e)) / (2 * step)
                                     for e in eye], dim=-1)[:, movable]  # (b, n, 3, l)
             variance = torch.einsum("bnkl,blm,bnkm->bn", jacobian, covariance, jacobian).clamp(min=0)
-        out[rows] = variance.mean(-1).sqrt().cpu().numpy()
-    return out
+        out[torch.as_tensor(rows, device=device)] = variance.mean(-1).sqrt()
+    return all_reduce_sum(out).cpu().numpy()
 
 
 def disagreement(models: tuple[ForwardModel, ForwardModel], z1: np.ndarray, z2: np.ndarray, batch_size: int,

@@ -138,8 +138,8 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
                 save_checkpoint(checkpoints / f"{epoch:03d}.pth", payload(epoch))
     if main:
         save_checkpoint(out / "checkpoint_final.pth", payload(config.n_epochs - 1))
-        trained = {h: np.isin(np.arange(len(table)), train[h]) for h in (1, 2)}
-        _write_latents(config, table, images, states, validation, trained, device, out)
+    trained = {h: np.isin(np.arange(len(table)), train[h]) for h in (1, 2)}
+    _write_latents(config, table, images, states, validation, trained, device, out, main)
     if writer is not None:
         writer.close()
     barrier()  # the others leave once the outputs are complete
@@ -157,17 +157,19 @@ def _consensus(config, deformation_masks: Path | None, box: int, pixel: float):
     return gaussians, movable, body, n_bodies
 
 
-def _write_latents(config, table, images, states, validation, trained, device, out: Path) -> None:
+def _write_latents(config, table, images, states, validation, trained, device, out: Path, main: bool) -> None:
     """Each particle's code under its own half's model (refined against the final decoder); error
     estimates for validation particles: the RMS difference of the two halves' displacements (the
-    models' uncertainty) and each code's posterior spread (the image's), added in quadrature."""
+    models' uncertainty) and each code's posterior spread (the image's), added in quadrature.
+    Collective: every process refines its share of the codes; the main one writes the file."""
     n = len(table)
     latents = np.zeros((n, config.n_latent_dimensions), dtype=np.float32)
     rms = np.zeros(n, dtype=np.float32)
     codes = {}
     held_out = np.flatnonzero(validation)
     batch = config.batch_size  # refining codes needs about the memory of a training step
-    log.info("refining the codes of %d particles against the final decoders", n)
+    if main:
+        log.info("refining the codes of %d particles against the final decoders", n)
     for h in (1, 2):
         model, weights, learnt = states[h].model, states[h].noise.weights(), states[h].latents.weight.detach().cpu()
         codes[h] = particle_latents(model, weights, learnt, trained[h], table, images, held_out,
@@ -184,8 +186,9 @@ def _write_latents(config, table, images, states, validation, trained, device, o
                                        batch, device) ** 2 for h in (1, 2)) / 2
         errors[held_out] = np.sqrt(disagreement((states[1].model, states[2].model), codes[1], codes[2],
                                                 batch, device) ** 2 + spread2)
-    write_latents(out / "latents.star", table, latents, validation, rms, errors)
-    log.info("wrote %s (%d particles, %d for validation)", out / "latents.star", n, int(validation.sum()))
+    if main:
+        write_latents(out / "latents.star", table, latents, validation, rms, errors)
+        log.info("wrote %s (%d particles, %d for validation)", out / "latents.star", n, int(validation.sum()))
 
 
 def _tensorboard(directory: Path):
