@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..runtime import JobControl
+from .options import StepConfig
 
 HELP = "Reconstruct half-maps in the consensus frame, undoing each particle's deformation."
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Config(StepConfig):
     output_directory: Path = Field(description="the optimize-deformations output directory",
                                    json_schema_extra={"positional": True})
     checkpoint_file: Path | None = Field(None, description="forward checkpoint (default: forward_deformations/checkpoint_final.pth)",
@@ -28,8 +27,6 @@ class Config(BaseModel):
                                        "data is reconstructed, warped into the consensus frame as one")
     mask_file: Path | None = Field(None, description="soft mask for the masked FSC")
     preload_images: bool = Field(False, description="read all images into memory first")
-    gpu_id: int | None = Field(None, description="GPU to use; -1 for the CPU (default: first GPU, else CPU)")
-    n_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default)")
     seed: int = Field(0, description="seed of the latent-space clustering")
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..errors import InputError
 from ..runtime import JobControl, resolve_device, save_config
+from .options import StepConfig
 
 HELP = ("Explore the latent space of a trained run: a napari viewer (maps of clicked particles, movies along drawn "
         "paths, particle subsets of drawn regions), or with --headless plots, clusters, maps, movies and STAR files.")
@@ -20,9 +21,7 @@ REPORT_FOLDERS = {0: "validation", 1: "half1", 2: "half2"}
 log = logging.getLogger(__name__)
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Config(StepConfig):
     output_directory: Path = Field(description="the training run's output directory; maps/, movies/, subsets/ and "
                                                "latent_space/ are written inside", json_schema_extra={"positional": True})
     checkpoint_file: Path | None = Field(None, description="forward-deformation checkpoint (default: "
@@ -39,8 +38,6 @@ class Config(BaseModel):
     screenshot: Path | None = Field(None, description="open the explorer, show the particle that moves most, save a "
                                                       "PNG of the window here and close (for documentation)")
     batch_size: int = Field(128, ge=1, description="particles per batch")
-    gpu_id: int | None = Field(None, description="GPU to use; -1 for the CPU (default: first GPU, else CPU)")
-    n_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default)")
     seed: int = Field(0, description="seed for k-means, UMAP and the half-set-0 matching")
 
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..runtime import JobControl
+from .options import StepConfig
 
 HELP = "Learn a latent space and per-particle deformations of a Gaussian model of the consensus map (two half-set models)."
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Config(StepConfig):
     refinement_star_file: Path = Field(description="particle STAR file of the consensus refinement (poses, CTF, rlnRandomSubset)")
     output_directory: Path = Field(description="output directory (forward_deformations/ is written inside)")
     initial_model: Path | None = Field(None, description="consensus map (MRC) to fit the Gaussians to")
@@ -28,8 +27,6 @@ class Config(BaseModel):
     batch_size: int = Field(128, ge=1, description="particles per batch")
     n_epochs: int = Field(150, ge=1, description="training epochs")
     n_warmup_epochs: int | None = Field(None, ge=0, description="epochs without the distance prior at the start (default: half of --n-epochs)")
-    gpu_id: int | None = Field(None, description="GPU to use; -1 for the CPU (default: first GPU, else CPU)")
-    n_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default)")
     preload_images: bool = Field(False, description="read all images into memory first")
     particle_diameter: float | None = Field(None, gt=0, description="particle diameter in Å for the encoder's mask (default: from the model)")
     n_positional_encoding_dimensions: int = Field(6, ge=1, description="positional-encoding octaves per axis")

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..runtime import JobControl
+from .options import StepConfig
 
 HELP = "Fit the inverse deformations (deformed frame -> consensus frame) of a trained run."
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Config(StepConfig):
     output_directory: Path = Field(description="the optimize-deformations output directory",
                                    json_schema_extra={"positional": True})
     checkpoint_file: Path | None = Field(None, description="forward checkpoint (default: forward_deformations/checkpoint_final.pth)")
@@ -22,8 +21,6 @@ class Config(BaseModel):
     save_deformations: bool = Field(False, description="also write every particle's deformed Gaussian positions "
                                                        "(inverse_deformations/deformations_half*.npy, memory-mapped)")
     preload_images: bool = Field(False, description="accepted for compatibility: this step reads no images")
-    gpu_id: int | None = Field(None, description="GPU to use; -1 for the CPU (default: first GPU, else CPU)")
-    n_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default)")
     seed: int = Field(0, description="random seed")
 
 

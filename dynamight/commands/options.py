@@ -11,9 +11,19 @@ import types
 import typing
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import InputError
+
+
+class StepConfig(BaseModel):
+    """The options every computing command has: the device and the CPU threads (immutable; unknown
+    fields are errors)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gpu_id: int | None = Field(None, description="GPU to use; -1 for the CPU (default: first GPU, else CPU)")
+    n_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default)")
 
 
 def _base_type(annotation):
@@ -25,8 +35,9 @@ def _base_type(annotation):
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config: type[BaseModel]) -> None:
-    """Add one argument per field of ``config``."""
-    for name, field in config.model_fields.items():
+    """Add one argument per field of ``config`` (the common :class:`StepConfig` ones last)."""
+    fields = sorted(config.model_fields.items(), key=lambda item: item[0] in StepConfig.model_fields)
+    for name, field in fields:
         extra = field.json_schema_extra or {}
         kind = _base_type(field.annotation)
         kwargs: dict = {"help": field.description, "dest": name}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..data.images import ParticleImages
 from ..data.particles import read_particles
@@ -14,19 +14,16 @@ from ..data.volumes import read_mask
 from ..reconstruction.plain import reconstruct_half_maps
 from ..reconstruction.report import write_half_maps
 from ..runtime import JobControl, progress, resolve_device, save_config
+from .options import StepConfig
 
 HELP = "Reconstruct two half-maps, a merged map and their FSC from a particle STAR file (no deformations)."
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Config(StepConfig):
     refinement_star_file: Path = Field(description="particle STAR file (RELION 3.0 to 5) with poses and CTF")
     output_directory: Path = Field(description="where half1.mrc, half2.mrc, map.mrc and fsc.star are written")
     mask_file: Path | None = Field(None, description="soft mask for the masked FSC")
     batch_size: int = Field(128, ge=1, description="particles per batch")
-    gpu_id: int | None = Field(None, description="GPU to use; -1 for the CPU (default: first GPU, else CPU)")
-    n_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default)")
     preload_images: bool = Field(False, description="read all images into memory first")
     seed: int = Field(0, description="seed for the half-set split when the STAR file has no rlnRandomSubset")
 
