@@ -134,8 +134,9 @@ class DeformableAccumulator:
     def __init__(self, box_px: int, pad: int = 2, device=None):
         self.box_px, self.padded_px = box_px, pad * box_px
         self.pad, self.device = pad, device
-        self.spectrum = torch.zeros((self.padded_px,) * 3, dtype=torch.complex128, device=device)
-        self.weights = torch.zeros((self.padded_px,) * 3, dtype=torch.float64, device=device)
+        # single precision, as the plain accumulator: (2 box)^3 voxels per half-set (box 256: 1.6 GB)
+        self.spectrum = torch.zeros((self.padded_px,) * 3, dtype=torch.complex64, device=device)
+        self.weights = torch.zeros((self.padded_px,) * 3, dtype=torch.float32, device=device)
         self._cluster: FourierBackprojector | None = None
         self._shells: torch.Tensor | None = None
 
@@ -152,8 +153,7 @@ class DeformableAccumulator:
         self._cluster = self._shells = None
 
     def finish_cluster(self, warper: ClusterWarper | None, mean_displacement: torch.Tensor | None) -> None:
-        """Move the current cluster's data, warped, into the totals, and reset it (single precision:
-        one cluster's sums; the totals are double)."""
+        """Move the current cluster's data, warped, into the totals, and reset it."""
         spectrum, weight = self.cluster.spectrum_and_weight(double=False)
         if warper is None or mean_displacement is None or not bool(mean_displacement.abs().gt(1e-6).any()):
             self.spectrum += spectrum
