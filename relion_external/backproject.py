@@ -58,8 +58,8 @@ def run(context: StepContext) -> Report:
     config = build_config(deformable_backprojection.Config, {
         "output_directory": directory, "checkpoint_file": checkpoint, "inverse_deformation_directory": staged,
         "batch_size": params["batch_size"], "backprojection_batch_size": params["batch_size"],
-        "particles_per_cluster": params["particles_per_cluster"], "mask_file": args.inputs["in_mask"], "preload_images": params["preload_images"], "gpu_id": params["gpu_id"],
-        "n_threads": args.threads,
+        "particles_per_cluster": params["particles_per_cluster"], "mask_file": args.inputs["in_mask"],
+        "preload_images": params["preload_images"], "gpu_id": params["gpu_id"], "n_threads": args.threads,
     })
     if (directory / BACKPROJECTION / "progress.pth").is_file():
         log.info("found %s: the backprojection resumes from it", directory / BACKPROJECTION / "progress.pth")

@@ -37,8 +37,11 @@ def run(tiny_project, tmp_path_factory) -> Path:
 class _Still:
     """A model whose displacements are a tiny constant: forces the warp path with (nearly) no motion."""
 
+    rigid = False
+
     def __init__(self, positions):
         self.positions = positions
+        self.movable = torch.ones(len(positions))
 
     def displacements(self, z):
         return torch.full((z.shape[0],) + self.positions.shape, 1e-4)
@@ -52,7 +55,8 @@ def test_without_deformation_equals_plain_reconstruction(tiny_project):
     models = {1: _Still(positions), 2: _Still(positions)}
     codes = np.random.default_rng(0).normal(size=(len(table), 2)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        deformable = deformable_half_maps(table, images, models, codes, torch.device("cpu"), 64, 2, Path(tmp))
+        deformable = deformable_half_maps(table, images, models, codes, torch.device("cpu"), 64, 2, Path(tmp),
+                                          particles_per_cluster=25)
     limit = int(0.9 * 16)
     for ours, reference in ((deformable.half1, plain.half1), (deformable.merged, plain.merged)):
         assert fsc(ours, reference)[: limit + 1].min() >= 0.99
@@ -69,7 +73,7 @@ def test_inverse_then_backprojection_commands(run, tiny_project):
     deformed = np.load(run / "inverse_deformations" / "deformations_half1.npy", mmap_mode="r")
     assert deformed.shape == (100, 120, 3)
     assert main(["deformable-backprojection", str(run), "--gpu-id", "-1", "--mask-file", str(tiny_project / "mask.mrc"),
-                 "--pipeline-control", str(job)]) == 0
+                 "--particles-per-cluster", "25", "--pipeline-control", str(job)]) == 0
     for name in ("map_half1.mrc", "map_half2.mrc", "map.mrc"):
         with mrcfile.open(run / "backprojection" / name) as mrc:
             assert mrc.data.shape == (32, 32, 32) and float(mrc.voxel_size.x) == pytest.approx(4.0)
@@ -96,12 +100,15 @@ def test_each_half_uses_only_its_particles(run, tiny_project):
 class _TrueHinge:
     """The simulation's own hinge motion as a model: code = the true hinge angle (degrees)."""
 
+    rigid = False
+
     def __init__(self, project: Path):
         truth = starfile.read(project / "ground_truth.star")
         general, atoms = truth["general"], truth["atoms"]
         self.hinge_point = torch.tensor([general[f"dmHingePoint{a}"] for a in "XYZ"], dtype=torch.float32)
         self.positions = torch.tensor(atoms[["dmAtomX", "dmAtomY", "dmAtomZ"]].to_numpy(), dtype=torch.float32)
         self.moving = torch.tensor(atoms["dmAtomMoving"].to_numpy().astype(bool))
+        self.movable = self.moving.float()
         self.codes = truth["particles"]["dmTrueHingeAngleDeg"].to_numpy().astype(np.float32)[:, None]
 
     def displacements(self, z):
@@ -129,3 +136,44 @@ def test_true_deformations_sharpen_the_moving_domain(tmp_path):
     assert gap > 0.05  # the motion blurs the moving domain
     assert band["deformable", "moving"] - band["plain", "moving"] >= 0.7 * gap, band
     assert band["deformable", "fixed"] >= band["plain", "fixed"] - 0.005, band
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_killed_backprojection_resumes_to_the_same_maps(run, tiny_project, tmp_path, monkeypatch, caplog):
+    """Progress is saved after every round of clusters (here); a run stopped half-way resumes from
+    it to the maps of an uninterrupted run, and a progress file made with other clusters is not used."""
+    import dynamight.reconstruction.deformable_run as deformable_run
+
+    models, _ = load_forward_models(run / "forward_deformations" / "checkpoint_final.pth", 32, 4.0, torch.device("cpu"))
+    table = read_particles(tiny_project / "particles.star")
+    images = ParticleImages(table)
+    codes = np.random.default_rng(1).normal(size=(len(table), 2)).astype(np.float32)
+
+    def maps(state: Path, per_cluster: int, on_batch=None):
+        return deformable_half_maps(table, images, models, codes, torch.device("cpu"), 64, 2, state,
+                                    on_batch=on_batch, particles_per_cluster=per_cluster)
+
+    uninterrupted = maps(tmp_path / "a", 25)
+    monkeypatch.setattr(deformable_run, "SAVE_EVERY_SECONDS", -1.0)
+    seen = []
+
+    def stop_half_way(n: int) -> None:
+        seen.append(n)
+        if sum(seen) > len(table) // 2:
+            raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        maps(tmp_path / "b", 25, stop_half_way)
+    assert (tmp_path / "b" / "progress.pth").is_file()
+    resumed = maps(tmp_path / "b", 25)
+    assert "resuming the backprojection" in caplog.text
+    for a, b in ((uninterrupted.half1, resumed.half1), (uninterrupted.half2, resumed.half2)):
+        assert torch.allclose(a, b, atol=1e-5 * float(a.abs().max()))
+    caplog.clear()
+    other = maps(tmp_path / "b", 40)  # the saved progress belongs to other clusters
+    assert "starts over" in caplog.text
+    fresh = maps(tmp_path / "c", 40)
+    assert torch.allclose(other.half1, fresh.half1, atol=1e-5 * float(fresh.half1.abs().max()))

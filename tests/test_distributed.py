@@ -72,6 +72,10 @@ def test_two_processes_match_one(runs):
     zb = starfile.read(two / "forward_deformations" / "latents.star")["particles"]
     for column in ("rlnDynaMightLatent1", "rlnDynaMightLatent2", "rlnDynaMightDisplacementRms"):
         assert (za[column] - zb[column]).abs().max() < 1e-3, column
+    estimated = za["rlnDynaMightIsValidation"].astype(bool)  # codes refined and spreads computed by both ranks
+    assert estimated.sum() > 0
+    difference = (za["rlnDynaMightErrorEstimate"] - zb["rlnDynaMightErrorEstimate"])[estimated].abs()
+    assert difference.max() < 1e-3 * za["rlnDynaMightErrorEstimate"][estimated].abs().max() + 1e-4
 
 
 def test_only_rank_zero_writes(runs):
@@ -91,7 +95,8 @@ def test_inverse_and_backprojection_with_two_processes_match_one(runs, tmp_path)
         shutil.copytree(trained / "forward_deformations", out / "forward_deformations")
         _dynamight(processes, "optimize-inverse-deformations", str(out), "--n-epochs", "3", "--gpu-id", "-1",
                    "--n-threads", "1")
-        _dynamight(processes, "deformable-backprojection", str(out), "--gpu-id", "-1", "--n-threads", "1")
+        _dynamight(processes, "deformable-backprojection", str(out), "--gpu-id", "-1", "--n-threads", "1",
+                   "--particles-per-cluster", "25")  # 4 clusters per half: both ranks take rounds
         outputs[processes] = out
     one, two = (torch.load(outputs[p] / "inverse_deformations" / "inv_chkpt.pth", weights_only=True) for p in (1, 2))
     for half in ("1", "2"):

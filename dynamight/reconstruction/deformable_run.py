@@ -3,6 +3,7 @@ model, into that half's map (see :mod:`.deformable` for the algorithm)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -19,13 +20,14 @@ from ..data.particles import ParticleTable
 from ..distributed import any_rank, current, from_main, is_main
 from ..errors import InputError
 from ..model.graph import mean_neighbour_distance
-from ..training.inference import displacements_of
+from ..training.inference import displacements_of, movable_mask
 from ..training.model import ForwardModel
 from .deformable import PARTICLES_PER_CLUSTER, ClusterWarper, DeformableAccumulator, kmeans, n_clusters_for
 from .plain import HalfMaps, half_maps_from, insert_batch
 
 log = logging.getLogger(__name__)
 PROGRESS_FILE = "progress.pth"
+PROGRESS_VERSION = 2
 SAVE_EVERY_SECONDS = 60.0
 
 
@@ -44,15 +46,16 @@ def read_latents(path: Path, table: ParticleTable) -> np.ndarray:
 @torch.no_grad()
 def mean_displacement(model: ForwardModel, z: np.ndarray, batch_size: int, device) -> tuple[torch.Tensor, float]:
     """The ``(n, 3)`` mean of the displacements (Å) over codes ``(m, l)``, and the sum over the
-    codes of the squared distance (Å^2, mean over the Gaussians) of their displacements from it."""
+    codes of the squared distance (Å^2, mean over the movable Gaussians) of their displacements from it."""
     total = torch.zeros(model.positions.shape, device=device, dtype=torch.float64)
+    movable = movable_mask(model)
     squares = 0.0
     for _, delta in displacements_of(model, z, batch_size, device):
         total += delta.sum(0).double()
-        squares += float(delta.double().pow(2).sum(-1).mean(-1).sum())
+        squares += float(delta[:, movable].double().pow(2).sum(-1).mean(-1).sum())
     m = max(len(z), 1)
     mean = total / m
-    return mean.float(), max(squares - m * float(mean.pow(2).sum(-1).mean()), 0.0)
+    return mean.float(), max(squares - m * float(mean[movable].pow(2).sum(-1).mean()), 0.0)
 
 
 def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: dict[int, ForwardModel],
@@ -64,6 +67,9 @@ def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: d
     insertion); resumable: progress is saved in ``state_dir`` at most every
     ``SAVE_EVERY_SECONDS`` (after a round of clusters); a killed run redoes at most that much.
 
+    The progress file holds a fingerprint of the clusters; one made with other clusters (another
+    ``particles_per_cluster`` or seed, other codes) is not resumed from: the backprojection starts over.
+
     In a distributed run the clusters are dealt out in rounds, one per process (cluster
     ``round * P + rank``); the accumulators are summed over the processes at each save and at the
     end, and only rank 0 writes the progress file.
@@ -71,22 +77,24 @@ def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: d
     group = table.optics_groups[0]
     box, pixel = group.box_px, group.pixel_size_angstrom
     launch = current()
+    members = {h: np.flatnonzero(table.half_set == h) for h in (1, 2)}
+    labelling = {h: kmeans(latents[members[h]], n_clusters_for(len(members[h]), particles_per_cluster), seed=seed + h)
+                 for h in (1, 2)}
+    fingerprint = hashlib.sha256(b"".join(members[h].tobytes() + labelling[h].tobytes() for h in (1, 2))).hexdigest()
     accumulators = {h: DeformableAccumulator(box, device=device) for h in (1, 2)}
-    done = from_main(lambda: _load_progress(state_dir / PROGRESS_FILE, accumulators))
+    done = from_main(lambda: _load_progress(state_dir / PROGRESS_FILE, accumulators, fingerprint))
     if not launch.is_main:  # rank 0 holds the saved totals; the others add only their new clusters
         accumulators = {h: DeformableAccumulator(box, device=device) for h in (1, 2)}
     last_save = time.monotonic()
     for half in (1, 2):
-        model = models[half]
-        members = np.flatnonzero(table.half_set == half)
-        labels = kmeans(latents[members], n_clusters_for(len(members), particles_per_cluster), seed=seed + half)
+        model, labels = models[half], labelling[half]
         warper = ClusterWarper(model.positions, box, pixel, downsample, mean_neighbour_distance(model.positions))
         n_clusters = int(labels.max()) + 1
         spread, n_spread = 0.0, 0
         for first in range(0, n_clusters, launch.world):
             round_ = range(first, min(first + launch.world, n_clusters))
             cluster = first + launch.rank
-            chosen = members[labels == cluster] if cluster in round_ else members[:0]
+            chosen = members[half][labels == cluster] if cluster in round_ else members[half][:0]
             if (half, cluster) not in done and len(chosen):
                 for idx in group_batches(table, chosen, insert_batch_size):
                     insert_batch(accumulators[half].cluster, load_batch(table, images, idx, device), pixel)
@@ -99,31 +107,38 @@ def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: d
             if on_batch is not None:
                 on_batch(int(np.isin(labels, list(round_)).sum()))
             if any_rank(time.monotonic() - last_save > SAVE_EVERY_SECONDS):
-                _save_progress(state_dir / PROGRESS_FILE, accumulators, done)
+                _save_progress(state_dir / PROGRESS_FILE, accumulators, done, fingerprint)
                 last_save = time.monotonic()
         accumulators[half].release_cluster()
         if n_spread and launch.is_main:
-            log.info("half %d: %d clusters; RMS distance of a particle's displacements from its cluster's mean: %.2f Å "
-                     "(this process's clusters)", half, n_clusters, (spread / n_spread) ** 0.5)
+            log.info("half %d: %d clusters; RMS distance of a particle's displacements (movable Gaussians) from its "
+                     "cluster's mean: %.2f Å%s", half, n_clusters, (spread / n_spread) ** 0.5,
+                     " (this process's clusters)" if launch.world > 1 else "")
     totals = {h: a.summed_over_processes() for h, a in accumulators.items()}
     return half_maps_from(totals[1], totals[2], box, pixel, regularise)
 
 
-def _save_progress(path: Path, accumulators: dict, done: set) -> None:
+def _save_progress(path: Path, accumulators: dict, done: set, fingerprint: str) -> None:
     """Rank 0 saves the totals of every process (collective: every process calls it)."""
     accumulators = {h: a.summed_over_processes() for h, a in accumulators.items()}
     if not is_main():
         return
     with atomic_path(path) as tmp:
-        torch.save({"format": "dynamight-backprojection-progress", "version": 1,
-                    "done": sorted([list(x) for x in done]),
+        torch.save({"format": "dynamight-backprojection-progress", "version": PROGRESS_VERSION,
+                    "clusters": fingerprint, "done": sorted([list(x) for x in done]),
                     "halves": {str(h): a.state_dict() for h, a in accumulators.items()}}, tmp)
 
 
-def _load_progress(path: Path, accumulators: dict) -> set:
+def _load_progress(path: Path, accumulators: dict, fingerprint: str) -> set:
+    """Load the saved totals into ``accumulators``; returns the ``(half, cluster)`` pairs done
+    (none when there is no file, or it was made with other clusters)."""
     if not path.is_file():
         return set()
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("version") != PROGRESS_VERSION or state.get("clusters") != fingerprint:
+        log.warning("%s was made with other latent-space clusters (particles per cluster, seed or codes): "
+                    "the backprojection starts over", path)
+        return set()
     for h, acc in accumulators.items():
         acc.load_state_dict(state["halves"][str(h)])
     log.info("resuming the backprojection from %s (%d clusters done)", path, len(state["done"]))

@@ -57,8 +57,9 @@ def wiener_regularisation(weight: torch.Tensor, fsc: torch.Tensor, box_px: int, 
 
     Per shell: ``<W> / SNR``, with ``<W>`` the mean CTF^2 weight over all of the shell's voxels and
     ``SNR = f / (1 - f)`` from the half-map FSC ``f`` clamped to ``[0.001, 0.999]``; for the merged
-    map (``whole``) ``f`` first becomes ``sqrt(2 f / (f + 1))`` (twice the data). Beyond Nyquist the
-    term is huge: nothing is kept there.
+    map (``whole``) ``f`` first becomes ``sqrt(2 f / (f + 1))`` (twice the data). Beyond the Nyquist
+    shell the term is huge: nothing is kept there. (RELION's Nyquist shell stops at radius box / 2,
+    ours at box / 2 + 1/2, as our FSC's shells.)
 
     Args:
         weight: ``(D, D, D)`` accumulated CTF^2 weights.
