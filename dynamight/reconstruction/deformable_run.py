@@ -55,6 +55,8 @@ def mean_displacement(model: ForwardModel, z: np.ndarray, batch_size: int, devic
         squares += float(delta[:, movable].double().pow(2).sum(-1).mean(-1).sum())
     m = max(len(z), 1)
     mean = total / m
+    if not bool(movable.any()):
+        return mean.float(), 0.0
     return mean.float(), max(squares - m * float(mean[movable].pow(2).sum(-1).mean()), 0.0)
 
 
