@@ -6,7 +6,7 @@ from pathlib import Path
 
 import starfile
 
-from dynamight.reconstruction.report import draw_fsc
+from dynamight.reconstruction.report import FSC_LEGEND, draw_fsc
 
 from .logfile import Report
 
@@ -14,16 +14,15 @@ from .logfile import Report
 def fsc_report(fsc_star: Path) -> Report:
     """Resolution lines and an FSC plot from a ``fsc.star`` written by the engine
     (``data_general``: ``rlnFinalResolution``, ``rlnResolutionAtFsc05`` in Å; ``data_fsc``:
-    ``rlnResolution`` in 1/Å and one ``rlnFourierShellCorrelation*`` column per curve)."""
+    ``rlnResolution`` in 1/Å and RELION's FSC columns)."""
     blocks = starfile.read(fsc_star, always_dict=True)
     general, table = blocks["general"], blocks["fsc"]
     lines = [f"resolution at FSC 0.143: {float(general['rlnFinalResolution']):.2f} Å",
              f"resolution at FSC 0.5: {float(general['rlnResolutionAtFsc05']):.2f} Å"]
-    curves = {"FSC": "rlnFourierShellCorrelation"}
-    if "rlnFourierShellCorrelationMaskedMaps" in table.columns:
-        lines.append("the FSC is that of the masked half-maps (the unmasked one is plotted too)")
-        curves = {"FSC (masked)": "rlnFourierShellCorrelationMaskedMaps",
-                  "FSC (unmasked)": "rlnFourierShellCorrelationUnmaskedMaps"}
+    curves = {label: column for column, label in FSC_LEGEND.items() if column in table.columns}
+    if "rlnRandomiseFrom" in general:
+        lines.append("the resolutions are those of the masked FSC corrected by phase randomisation beyond "
+                     f"{float(general['rlnRandomiseFrom']):.2f} Å (as relion_postprocess)")
 
     def draw(ax) -> None:
         draw_fsc(ax, table, curves)

@@ -78,7 +78,7 @@ def test_inverse_then_backprojection_commands(run, tiny_project):
         with mrcfile.open(run / "backprojection" / name) as mrc:
             assert mrc.data.shape == (32, 32, 32) and float(mrc.voxel_size.x) == pytest.approx(4.0)
     table = starfile.read(run / "backprojection" / "fsc.star")["fsc"]
-    assert table["rlnFourierShellCorrelation"].iloc[2] > 0.8
+    assert table["rlnFourierShellCorrelationCorrected"].iloc[2] > 0.8
     assert sorted(p.name for p in job.glob("RELION_JOB_EXIT_*")) == ["RELION_JOB_EXIT_SUCCESS"]
     assert not (run / "backprojection" / "progress.pth").exists()
 

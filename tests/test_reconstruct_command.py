@@ -24,10 +24,10 @@ def test_reconstruct_writes_maps_fsc_and_success(tiny_project, tmp_path):
             assert mrc.data.shape == (32, 32, 32) and float(mrc.voxel_size.x) == pytest.approx(4.0)
     table = starfile.read(out / "fsc.star")
     fsc_table = table["fsc"]
-    for column in ("rlnResolution", "rlnAngstromResolution", "rlnFourierShellCorrelation"):
+    for column in ("rlnResolution", "rlnAngstromResolution", "rlnFourierShellCorrelationCorrected"):
         assert column in fsc_table.columns
     assert fsc_table["rlnResolution"].iloc[16] == pytest.approx(1 / 8.0)  # Nyquist at 4 Å/px
-    assert fsc_table["rlnFourierShellCorrelation"].iloc[1] > 0.9
+    assert fsc_table["rlnFourierShellCorrelationCorrected"].iloc[1] > 0.9
     assert (out / "fsc.pdf").stat().st_size > 1000
     assert sorted(p.name for p in out.glob("RELION_JOB_EXIT_*")) == ["RELION_JOB_EXIT_SUCCESS"]
     config = json.loads((out / "config.json").read_text())

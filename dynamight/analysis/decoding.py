@@ -13,6 +13,7 @@ import torch
 
 from ..errors import InputError
 from ..model.render import render_volume
+from ..reconstruction.masking import soft_mask_outside_map
 from ..training.inference import movable_mask
 from ..training.model import ForwardModel
 from ..training.restore import load_forward_models
@@ -68,7 +69,9 @@ class ConformationDecoder:
     @torch.no_grad()
     def volume(self, positions: torch.Tensor, half: int = 1) -> torch.Tensor:
         """``(n, 3)`` Gaussian centres (Å) -> ``(d, d, d)`` map ``[z, y, x]`` (CPU), rendered with
-        ``half``'s amplitudes and widths, in chunks of Gaussians to bound memory."""
+        ``half``'s amplitudes and widths, in chunks of Gaussians to bound memory, and masked outside
+        the inscribed sphere as every reconstruction is (a Gaussian deformed towards the box edge
+        fades out there as it would in a map)."""
         model = self.models[half]
         positions = positions.to(self.device, torch.float32)
         chunk = max(1, RENDER_ELEMENTS // (self.box_px * self.box_px))
@@ -77,7 +80,7 @@ class ConformationDecoder:
             part = slice(start, start + chunk)
             out += render_volume(positions[part], model.amplitudes[part], model.sigma[part], self.box_px,
                                  self.pixel_size_angstrom)
-        return out.cpu()
+        return soft_mask_outside_map(out).cpu()
 
 
 def displacements_at(model: ForwardModel, z: torch.Tensor, subset: torch.Tensor) -> torch.Tensor:

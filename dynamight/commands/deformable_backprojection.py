@@ -25,7 +25,7 @@ class Config(StepConfig):
     downsample: int = Field(2, ge=1, description="the deformation field is evaluated on a (box/downsample)^3 grid")
     particles_per_cluster: int = Field(200, ge=1, description="particles per latent-space cluster: each cluster's "
                                        "data is reconstructed, warped into the consensus frame as one")
-    mask_file: Path | None = Field(None, description="soft mask for the masked FSC")
+    mask_file: Path | None = Field(None, description="solvent mask: the FSC (and the Wiener term) is the mask-corrected one")
     preload_images: bool = Field(False, description="read all images into memory first")
     seed: int = Field(0, description="seed of the latent-space clustering")
 

@@ -76,7 +76,9 @@ def shell_average(values: torch.Tensor, shells: torch.Tensor, n_shells: int) -> 
 
 
 def fsc(map1: torch.Tensor, map2: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Fourier shell correlation between two maps.
+    """Fourier shell correlation between two maps, summed over the half spectrum ``kx >= 0`` as
+    RELION's ``getFSC`` (the ``kx = 0`` plane then counts once per voxel, its Hermitian mirror not
+    at all); shell ``round(|k|)``.
 
     Args:
         map1, map2: ``(d, d, d)`` real maps on the same grid.
@@ -88,9 +90,11 @@ def fsc(map1: torch.Tensor, map2: torch.Tensor, mask: torch.Tensor | None = None
     if mask is not None:
         map1, map2 = map1 * mask, map2 * mask
     d = map1.shape[-1]
-    f1 = fft_centred(map1.double(), 3)
-    f2 = fft_centred(map2.double(), 3)
-    shells = radial_index(d, 3, device=map1.device)
+    f1 = torch.fft.rfftn(map1.double())
+    f2 = torch.fft.rfftn(map2.double())
+    k = torch.fft.fftfreq(d, dtype=torch.float64, device=map1.device) * d
+    kx = torch.fft.rfftfreq(d, dtype=torch.float64, device=map1.device) * d
+    shells = torch.round(torch.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + kx[None, None, :] ** 2)).long()
     n = d // 2 + 1
     cross = shell_average((f1 * f2.conj()).real, shells, n)
     p1 = shell_average(f1.abs() ** 2, shells, n)

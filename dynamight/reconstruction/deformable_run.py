@@ -64,10 +64,12 @@ def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: d
                          latents: np.ndarray, device: torch.device, batch_size: int, downsample: int,
                          state_dir: Path, seed: int = 0, zero_deformation: bool = False, insert_batch_size: int = 32,
                          on_batch: Callable[[int], None] | None = None, regularise: bool = True,
-                         particles_per_cluster: int = PARTICLES_PER_CLUSTER) -> HalfMaps:
+                         particles_per_cluster: int = PARTICLES_PER_CLUSTER,
+                         mask: torch.Tensor | None = None) -> HalfMaps:
     """Both half-maps (``batch_size`` codes per decoder call, ``insert_batch_size`` images per
     insertion); resumable: progress is saved in ``state_dir`` at most every
     ``SAVE_EVERY_SECONDS`` (after a round of clusters); a killed run redoes at most that much.
+    ``mask``: ``(d, d, d)`` solvent mask for the Wiener term's FSC (see :func:`.plain.half_maps_from`).
 
     The progress file holds a fingerprint of the clusters; one made with other clusters (another
     ``particles_per_cluster`` or seed, other codes) is not resumed from: the backprojection starts over.
@@ -117,7 +119,7 @@ def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: d
                      "cluster's mean: %.2f Å%s", half, n_clusters, (spread / n_spread) ** 0.5,
                      " (this process's clusters)" if launch.world > 1 else "")
     totals = {h: a.summed_over_processes() for h, a in accumulators.items()}
-    return half_maps_from(totals[1], totals[2], box, pixel, regularise)
+    return half_maps_from(totals[1], totals[2], box, pixel, regularise, mask)
 
 
 def _save_progress(path: Path, accumulators: dict, done: set, fingerprint: str) -> None:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.fourier import fft_centred, frequency_grid, ifft_centred
+from .masking import soft_mask_outside_map
 
 
 def sinc2_window(box_px: int, padded_px: int, device=None) -> torch.Tensor:
@@ -168,11 +169,12 @@ class FourierBackprojector:
                 mean non-zero weight, against division by near-zero weights.
 
         Returns:
-            ``(d, d, d)`` float32 map (cropped, gridding-corrected; the inverse FFT in single precision).
+            ``(d, d, d)`` float32 map (cropped, masked outside the inscribed sphere as RELION's
+            reconstructions are, then gridding-corrected; the inverse FFT in single precision).
         """
         positive = weight > 0
         floor = 1e-3 * weight[positive].mean() if positive.any() else 1.0
         denominator = torch.clamp(weight + (regularisation if regularisation is not None else 0), min=floor)
         padded = ifft_centred((spectrum / denominator).to(torch.complex64), 3)
-        volume = crop_volume(padded, box_px)
+        volume = soft_mask_outside_map(crop_volume(padded, box_px))
         return volume / sinc2_window(box_px, padded_px, device=volume.device)

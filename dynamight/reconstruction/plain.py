@@ -4,7 +4,10 @@ Each half-set's particles are centred (shifted by ``+origin``), multiplied by th
 space and inserted as central slices with CTF^2 weights (:class:`FourierBackprojector`). The
 division is Wiener-regularised as in RELION: per shell, ``weight + <weight> / SNR`` with
 ``SNR = FSC / (1 - FSC)`` from the unregularised half-maps (for the merged map, which has twice the
-data, the FSC first becomes ``sqrt(2 FSC / (FSC + 1))``, as RELION's). The reconstruction's box
+data, the FSC first becomes ``sqrt(2 FSC / (FSC + 1))``, as RELION's). Every map is masked outside
+its inscribed sphere as RELION's are (:mod:`.masking`), before that FSC is measured; with a solvent
+mask, the FSC behind the Wiener term is the masked one corrected by phase randomisation (as
+RELION's refinement uses its solvent-flattened FSC). The reconstruction's box
 and pixel size are those of the first optics group (as ``relion_reconstruct``); other groups are
 inserted at their own frequency scale.
 """
@@ -24,6 +27,7 @@ from ..data.images import ParticleImages
 from ..data.particles import ParticleTable
 from .fourier_slice import FourierBackprojector
 from .imaging import batch_ctf, centred_spectra
+from .masking import fsc_curves
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,7 @@ def reconstruct_half_maps(
     insert: Callable[[FourierBackprojector, ParticleBatch, float], None] = insert_batch,
     on_batch: Callable[[int], None] | None = None,
     regularise: bool = True,
+    mask: torch.Tensor | None = None,
 ) -> HalfMaps:
     """Reconstruct both half-maps (``rlnRandomSubset`` 1 and 2) and the merged map.
 
@@ -103,6 +108,7 @@ def reconstruct_half_maps(
         on_batch: called with the number of particles after every batch (progress, abort checks).
         regularise: the FSC-based Wiener term (``False``: plain weight division, as
             ``relion_reconstruct`` without ``--fsc``; for comparisons).
+        mask: ``(d, d, d)`` solvent mask: the Wiener term then comes from the mask-corrected FSC.
     """
     box = table.optics_groups[0].box_px
     pixel = table.optics_groups[0].pixel_size_angstrom
@@ -114,14 +120,17 @@ def reconstruct_half_maps(
             if on_batch is not None:
                 on_batch(len(idx))
         halves.append(bp)
-    return half_maps_from(halves[0], halves[1], box, pixel, regularise)
+    return half_maps_from(halves[0], halves[1], box, pixel, regularise, mask)
 
 
-def half_maps_from(half1, half2, box_px: int, pixel_size_angstrom: float, regularise: bool = True) -> HalfMaps:
+def half_maps_from(half1, half2, box_px: int, pixel_size_angstrom: float, regularise: bool = True,
+                   mask: torch.Tensor | None = None) -> HalfMaps:
     """Regularised (or, ``regularise=False``, unregularised) half-maps and merged map from two
     accumulators (plain or deformable: anything with ``reconstruct(regularisation)``,
-    ``spectrum_and_weight()`` and ``add(other)``). ``half1`` holds both halves' data afterwards."""
-    raw_fsc = fourier_shell_correlation(half1.reconstruct(), half2.reconstruct())
+    ``spectrum_and_weight()`` and ``add(other)``). ``half1`` holds both halves' data afterwards.
+    The Wiener term comes from the FSC of the unregularised half-maps: with ``mask`` (``(d, d, d)``),
+    the mask-corrected one."""
+    raw_fsc = fsc_curves(half1.reconstruct(), half2.reconstruct(), mask).corrected if regularise else None
 
     def term(acc, whole: bool):
         return wiener_regularisation(acc.spectrum_and_weight()[1], raw_fsc, box_px, whole) if regularise else None

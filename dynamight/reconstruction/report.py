@@ -11,12 +11,16 @@ import starfile
 import torch
 
 from ..data.files import atomic_path
-from ..data.fourier import fsc as fourier_shell_correlation
 from ..data.fourier import resolution_at
 from ..data.volumes import write_map
+from .masking import FscCurves, fsc_curves
 from .plain import HalfMaps
 
 log = logging.getLogger(__name__)
+FSC_LEGEND = {"rlnFourierShellCorrelationCorrected": "FSC (corrected)",
+              "rlnFourierShellCorrelationUnmaskedMaps": "FSC (unmasked)",
+              "rlnFourierShellCorrelationMaskedMaps": "FSC (masked)",
+              "rlnCorrectedFourierShellCorrelationPhaseRandomizedMaskedMaps": "FSC (phase-randomised, masked)"}
 
 
 def fsc_table(curves: dict[str, torch.Tensor], box_px: int, pixel_size_angstrom: float) -> pd.DataFrame:
@@ -33,16 +37,20 @@ def fsc_table(curves: dict[str, torch.Tensor], box_px: int, pixel_size_angstrom:
     return pd.DataFrame(table)
 
 
-def write_fsc(path: Path, curves: dict[str, torch.Tensor], box_px: int, pixel_size_angstrom: float) -> dict:
-    """Write ``path`` (``data_general`` + ``data_fsc``) and a PDF plot beside it; return the
-    resolutions at FSC 0.143 and 0.5 of the ``rlnFourierShellCorrelation`` curve."""
-    main = curves["rlnFourierShellCorrelation"]
+def write_fsc(path: Path, curves: FscCurves, box_px: int, pixel_size_angstrom: float) -> dict:
+    """Write ``path`` (``data_general`` + ``data_fsc``, RELION's column names) and a PDF plot beside
+    it; return ``data_general``: the resolutions at FSC 0.143 and 0.5 of the corrected curve (and,
+    with a mask, ``rlnRandomiseFrom``, Å)."""
+    main = curves.corrected
     general = {"rlnFinalResolution": resolution_at(main, box_px, pixel_size_angstrom, 0.143),
                "rlnResolutionAtFsc05": resolution_at(main, box_px, pixel_size_angstrom, 0.5)}
-    table = fsc_table(curves, box_px, pixel_size_angstrom)
+    if curves.randomise_from_shell is not None:
+        general["rlnRandomiseFrom"] = box_px * pixel_size_angstrom / curves.randomise_from_shell
+    columns = curves.columns()
+    table = fsc_table(columns, box_px, pixel_size_angstrom)
     with atomic_path(path) as tmp:
         starfile.write({"general": general, "fsc": table}, tmp, overwrite=True)
-    plot_fsc(path.with_suffix(".pdf"), table, [c for c in curves])
+    plot_fsc(path.with_suffix(".pdf"), table, list(columns))
     return general
 
 
@@ -71,7 +79,7 @@ def plot_fsc(path: Path, table: pd.DataFrame, labels: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    draw_fsc(ax, table, {label.replace("rlnFourierShellCorrelation", "FSC "): label for label in labels})
+    draw_fsc(ax, table, {FSC_LEGEND.get(label, label): label for label in labels})
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip("."))
@@ -79,17 +87,13 @@ def plot_fsc(path: Path, table: pd.DataFrame, labels: list[str]) -> None:
 
 
 def write_half_maps(directory: Path, maps: HalfMaps, names: tuple[str, str, str], mask: torch.Tensor | None) -> dict:
-    """Write the two half-maps and the merged map under ``names``, and ``fsc.star`` / ``fsc.pdf``.
-
-    With a mask, ``rlnFourierShellCorrelation`` is the masked FSC (the unmasked one is kept as
-    ``rlnFourierShellCorrelationUnmaskedMaps``)."""
+    """Write the two half-maps and the merged map under ``names``, and ``fsc.star`` / ``fsc.pdf``:
+    the curves ``relion_postprocess`` would give for these half-maps and ``mask`` (without a mask,
+    the corrected curve is the unmasked one)."""
     pixel = maps.pixel_size_angstrom
     for name, volume in zip(names, (maps.half1, maps.half2, maps.merged)):
         write_map(directory / name, volume, pixel)
-    curves = {"rlnFourierShellCorrelationUnmaskedMaps": maps.fsc}
-    if mask is not None:
-        curves["rlnFourierShellCorrelationMaskedMaps"] = fourier_shell_correlation(maps.half1, maps.half2, mask.to(maps.half1.device))
-    curves = {"rlnFourierShellCorrelation": curves.get("rlnFourierShellCorrelationMaskedMaps", maps.fsc), **curves}
+    curves = fsc_curves(maps.half1, maps.half2, mask)
     general = write_fsc(directory / "fsc.star", curves, maps.half1.shape[-1], pixel)
     log.info("resolution at FSC 0.143: %.2f Å, at FSC 0.5: %.2f Å", general["rlnFinalResolution"],
              general["rlnResolutionAtFsc05"])
