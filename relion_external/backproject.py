@@ -25,7 +25,7 @@ import numpy as np
 
 from dynamight.commands import deformable_backprojection
 from dynamight.commands.options import build_config
-from dynamight.data.particles import read_particles
+from dynamight.data.particles import read_configured_particles
 from dynamight.errors import InputError
 from dynamight.inverse.run import INVERSE_FORMAT
 from dynamight.runtime import resolve_device
@@ -70,7 +70,7 @@ def run(context: StepContext) -> Report:
         publish(directory / BACKPROJECTION / source, directory / target)
     report = fsc_report(directory / "fsc.star")
     saved = load_checkpoint(checkpoint)
-    table = read_particles(Path(saved["config"]["refinement_star_file"]), seed=int(saved["config"]["seed"]))
+    table = read_configured_particles(saved["config"])
     halves = np.bincount(table.half_set, minlength=3)[1:]
     group = table.optics_groups[0]
     report.lines += [

@@ -12,7 +12,7 @@ import numpy as np
 
 from dynamight.commands import reconstruct
 from dynamight.commands.options import build_config
-from dynamight.data.particles import read_particles
+from dynamight.data.particles import read_configured_particles
 from dynamight.runtime import resolve_device
 
 from .job import StepContext, run_step
@@ -32,7 +32,7 @@ def run(context: StepContext) -> Report:
         "n_threads": args.threads, "preload_images": params["preload_images"],
     })
     reconstruct.run(config, context.control)
-    table = read_particles(config.refinement_star_file)
+    table = read_configured_particles(config)
     group = table.optics_groups[0]
     halves = np.bincount(table.half_set, minlength=3)[1:]
     report = fsc_report(context.directory / "fsc.star")

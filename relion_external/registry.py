@@ -36,7 +36,8 @@ def _checkpoint(what: str, producer: str, file: str) -> Param:
 RECONSTRUCT = StepSpec(
     "relion_dynamight_reconstruct", "relion_external.reconstruct:main",
     "Plain (rigid) half-map reconstruction with FSC: the baseline of the deformable one.",
-    inputs=(Input("in_parts", "particle STAR file with poses and CTF (e.g. Refine3D/jobNNN/run_data.star)"),
+    inputs=(Input("in_parts", "particle STAR file with poses and CTF (e.g. Refine3D/jobNNN/run_data.star), "
+                                "or a cryoSPARC refinement's particles .cs"),
             Input("in_mask", "soft mask for the masked FSC", required=False)),
     params=(GPU_ID, _batch(128), PRELOAD),
     outputs=(*HALF_MAPS, LOGFILE),
@@ -45,9 +46,11 @@ RECONSTRUCT = StepSpec(
 TRAIN = StepSpec(
     "relion_dynamight_train", "relion_external.train:main",
     "Learn per-particle deformations of a Gaussian model of the consensus map (both half-sets).",
-    inputs=(Input("in_parts", "consensus refinement's particles (Refine3D/jobNNN/run_data.star)"),
+    inputs=(Input("in_parts", "consensus refinement's particles (Refine3D/jobNNN/run_data.star, or a "
+                                "cryoSPARC refinement's particles .cs)"),
             Input("in_3dref", "consensus map the Gaussians are fitted to (Refine3D/jobNNN/run_class001.mrc)")),
-    params=(Param("n_gaussians", int, 10000, "number of Gaussian pseudo-atoms", minimum=2),
+    params=(Param("n_gaussians", int, None, "number of Gaussian pseudo-atoms (not given: dynamight's default, "
+                  "fewer when the map has fewer voxels above the threshold)", minimum=2),
             Param("n_latent_dimensions", int, 5, "dimensions of the latent space", minimum=1),
             Param("regularization_factor", float, 1.0, "weight of the deformation prior", minimum=0),
             Param("n_epochs", int, 200, "training epochs", minimum=1),

@@ -7,7 +7,9 @@ RELION runs (relion-contract.md §1)::
 
 Nothing is quoted, so a value may arrive as several words (joined again with single spaces for text
 and paths); an empty value gives a bare ``--label``, which is ``True`` for a flag. Anything not
-declared is rejected in one message that lists the valid arguments. This module is pure (no torch):
+declared is rejected in one message that lists the valid arguments. An empty value of any other
+optional parameter means "not given": its default (a Scheme's empty variable, e.g. ``gpu_id``, asks
+for the default: the first GPU if there is one, else the CPU). This module is pure (no torch):
 the scheme validator and the installer use it too.
 """
 
@@ -163,6 +165,8 @@ def _param(spec: StepSpec, p: Param, words: list[str] | None) -> Any:
         if len(words) == 1 and words[0].lower() in _TRUE | _FALSE:
             return words[0].lower() in _TRUE
         raise InputError(f"{spec.executable}: --{p.label} is a flag: give it bare, or Yes/No (got '{' '.join(words)}')")
+    if words is not None and not words and not p.required:  # an empty value: the default
+        return p.default
     value = _value(spec, p.label, p.kind, words, p.required)
     if value is None:
         return p.default

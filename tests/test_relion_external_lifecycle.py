@@ -58,12 +58,14 @@ def test_flags_values_and_relion_quirks():
     assert parse("--save_deformations", "No").params["save_deformations"] is False
     assert parse("--rate", "-2.5", "--pipeline_control", JOB).params["rate"] == -2.5
     assert parse().threads == 1
+    empty = parse("--n_epochs", "--note", "--rate", "--checkpoint").params  # RELION's empty values: the defaults
+    assert empty == {"n_epochs": 3, "save_deformations": False, "note": None, "rate": 0.5, "checkpoint": None}
 
 
 @pytest.mark.parametrize("words, message", [
     (["--n_epochs", "2.5"], "--n_epochs expects an integer, got '2.5'"),
     (["--n_epochs", "0"], "--n_epochs 0: must be at least 1"),
-    (["--n_epochs"], "--n_epochs needs a value"),
+    (["--j"], "--j needs a value"),
     (["--rate", "nan"], "--rate expects a number"),
     (["--save_deformations", "maybe"], "--save_deformations is a flag"),
     (["--j", "2", "--j", "3"], "--j given twice"),

@@ -7,21 +7,24 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..model.gaussians import DEFAULT_N_GAUSSIANS
 from ..runtime import JobControl
-from .options import StepConfig
+from .options import ParticleFileOptions, StepConfig
 
 HELP = "Learn a latent space and per-particle deformations of a Gaussian model of the consensus map (two half-set models)."
 
 
-class Config(StepConfig):
-    refinement_star_file: Path = Field(description="particle STAR file of the consensus refinement (poses, CTF, rlnRandomSubset)")
+class Config(StepConfig, ParticleFileOptions):
+    refinement_star_file: Path = Field(description="particle STAR file of the consensus refinement (poses, CTF, "
+                                                   "rlnRandomSubset), or a cryoSPARC refinement's particles .cs file")
     output_directory: Path = Field(description="output directory (forward_deformations/ is written inside)")
     initial_model: Path | None = Field(None, description="consensus map (MRC) to fit the Gaussians to")
     initial_threshold: float | None = Field(None, description="density threshold for the Gaussian fit (default: automatic, Otsu)")
     atomic_model: Path | None = Field(None, description="PDB/mmCIF model whose atoms become the Gaussians")
     mask_file: Path | None = Field(None, description="mask: Gaussians outside it (value < 0.5) do not move")
     checkpoint_file: Path | None = Field(None, description="resume from this checkpoint (default: the latest in the output directory)")
-    n_gaussians: int = Field(30000, ge=2, description="number of Gaussians")
+    n_gaussians: int | None = Field(None, ge=2, description=f"number of Gaussians (default: {DEFAULT_N_GAUSSIANS}, "
+                                    "or as many as the map has voxels above the threshold, with a warning)")
     n_latent_dimensions: int = Field(6, ge=1, description="latent space dimensions")
     regularization_factor: float = Field(0.9, ge=0, description="weight of the distance prior relative to the data (gradient-norm balanced)")
     batch_size: int = Field(128, ge=1, description="particles per batch")

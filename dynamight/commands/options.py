@@ -26,6 +26,20 @@ class StepConfig(BaseModel):
     n_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default)")
 
 
+class ParticleFileOptions(BaseModel):
+    """How a cryoSPARC ``.cs`` particle file is read (``--refinement-star-file`` may name one; see
+    :mod:`dynamight.data.cryosparc`); unused for STAR files."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cs_passthrough_file: Path | None = Field(
+        None, description="cryoSPARC input: the passthrough .cs holding the fields the particles' .cs lacks "
+                          "(default: the *_passthrough_particles*.cs beside it, if any)")
+    cs_project_directory: Path | None = Field(
+        None, description="cryoSPARC input: the project directory that blob/path is relative to (default: two "
+                          "folders above the .cs, then its own folder, then the working directory)")
+
+
 def _base_type(annotation):
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):

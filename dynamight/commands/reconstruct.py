@@ -9,18 +9,19 @@ import torch
 from pydantic import Field
 
 from ..data.images import ParticleImages
-from ..data.particles import read_particles
+from ..data.particles import read_configured_particles
 from ..data.volumes import read_mask
 from ..reconstruction.plain import reconstruct_half_maps
 from ..reconstruction.report import write_half_maps
 from ..runtime import JobControl, progress, resolve_device, save_config
-from .options import StepConfig
+from .options import ParticleFileOptions, StepConfig
 
 HELP = "Reconstruct two half-maps, a merged map and their FSC from a particle STAR file (no deformations)."
 
 
-class Config(StepConfig):
-    refinement_star_file: Path = Field(description="particle STAR file (RELION 3.0 to 5) with poses and CTF")
+class Config(StepConfig, ParticleFileOptions):
+    refinement_star_file: Path = Field(description="particle STAR file (RELION 3.0 to 5) with poses and CTF, or a "
+                                                   "cryoSPARC particles .cs file")
     output_directory: Path = Field(description="where half1.mrc, half2.mrc, map.mrc and fsc.star are written")
     mask_file: Path | None = Field(None, description="soft mask for the masked FSC")
     batch_size: int = Field(128, ge=1, description="particles per batch")
@@ -32,7 +33,7 @@ def run(config: Config, job: JobControl) -> None:
     if config.n_threads:
         torch.set_num_threads(config.n_threads)
     device = resolve_device(config.gpu_id)
-    table = read_particles(config.refinement_star_file, seed=config.seed)
+    table = read_configured_particles(config)
     images = ParticleImages(table, preload=config.preload_images)
     group = table.optics_groups[0]
     mask = read_mask(config.mask_file, group.box_px, group.pixel_size_angstrom)

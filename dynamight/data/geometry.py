@@ -10,6 +10,16 @@ Conventions (RELION ``euler.cpp``, ``projector.cpp``; see relion-contract.md §7
 - The rotation centre of a ``d``-pixel box is pixel ``d // 2`` on every axis (counting from 0).
 - Origins: the particle's centre lies at ``image centre - origin``. The observed image is the centred
   projection shifted by ``-origin``; to centre an image, shift it by ``+origin``.
+
+cryoSPARC's conventions (``.cs`` files; read by :mod:`dynamight.data.cryosparc`), as pyem's
+``csparc2star`` and cryoDRGN's ``parse_pose_csparc`` read them, and checked in
+``tests/test_cryosparc_input.py`` by projecting the same map with both metadata:
+
+- ``alignments3D/pose`` (radians) is the rotation vector (axis times angle, right-handed) of
+  ``A^T``: the rotation that takes image coordinates back into map coordinates. So
+  ``A = R(pose)^T`` with ``R`` Rodrigues' formula.
+- ``alignments3D/shift`` (pixels of ``alignments3D/psize_A``) is RELION's origin, same sign:
+  ``rlnOriginXAngst, rlnOriginYAngst = shift * alignments3D/psize_A``.
 """
 
 from __future__ import annotations
@@ -104,3 +114,51 @@ def centring_shift_px(origin_angstrom: torch.Tensor, pixel_size_angstrom: float 
     if isinstance(pixel_size_angstrom, torch.Tensor) and pixel_size_angstrom.ndim:
         pixel_size_angstrom = pixel_size_angstrom[..., None]
     return origin_angstrom / pixel_size_angstrom
+
+
+def rotation_vector_to_matrix(rotation_vector: torch.Tensor) -> torch.Tensor:
+    """Rodrigues' formula: ``R = I + sin(t) K + (1 - cos(t)) K^2`` for the unit axis's cross-product matrix ``K``.
+
+    Args:
+        rotation_vector: ``(..., 3)`` axis times angle, radians (right-handed).
+
+    Returns:
+        ``(..., 3, 3)`` rotation matrices (``R @ r`` rotates a column vector ``r``).
+    """
+    v = rotation_vector
+    angle = v.norm(dim=-1)[..., None, None]
+    small = angle < 1e-8
+    safe = torch.where(small, torch.ones_like(angle), angle)
+    first = torch.where(small, 1 - angle ** 2 / 6, torch.sin(safe) / safe)
+    second = torch.where(small, 0.5 - angle ** 2 / 24, (1 - torch.cos(safe)) / safe ** 2)
+    x, y, z = v.unbind(-1)
+    zero = torch.zeros_like(x)
+    k = torch.stack([torch.stack([zero, -z, y], -1), torch.stack([z, zero, -x], -1),
+                     torch.stack([-y, x, zero], -1)], -2)
+    eye = torch.eye(3, dtype=v.dtype, device=v.device).expand(k.shape)
+    return eye + first * k + second * (k @ k)
+
+
+def cryosparc_pose_to_euler_angles(pose_rad: torch.Tensor) -> torch.Tensor:
+    """RELION Euler angles of cryoSPARC poses (``A = R(pose)^T``, see the module docstring).
+
+    Args:
+        pose_rad: ``(..., 3)`` ``alignments3D/pose`` rotation vectors, radians.
+
+    Returns:
+        ``(..., 3)`` ``(rot, tilt, psi)`` in degrees.
+    """
+    return matrix_to_euler_angles(rotation_vector_to_matrix(pose_rad).transpose(-1, -2))
+
+
+def cryosparc_shift_to_origin_angstrom(shift_px: torch.Tensor, alignment_pixel_size_angstrom: torch.Tensor) -> torch.Tensor:
+    """RELION origins of cryoSPARC shifts (same sign; cryoSPARC counts them in alignment pixels).
+
+    Args:
+        shift_px: ``(..., 2)`` ``alignments3D/shift``, xy, in pixels of ``alignments3D/psize_A``.
+        alignment_pixel_size_angstrom: ``(...)`` ``alignments3D/psize_A`` (else ``blob/psize_A``).
+
+    Returns:
+        ``(..., 2)`` ``rlnOriginXAngst, rlnOriginYAngst``.
+    """
+    return shift_px * alignment_pixel_size_angstrom[..., None]

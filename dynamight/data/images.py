@@ -149,7 +149,8 @@ class ParticleImages:
             indices: ``(b,)`` particle indices into the table (all of one box size).
 
         Returns:
-            ``(b, d, d)`` float32 images as stored (not centred, not CTF-corrected).
+            ``(b, d, d)`` float32 images as stored, times the table's ``image_sign`` (not centred,
+            not CTF-corrected).
 
         Raises:
             InputError: an image contains NaN or infinite values.
@@ -162,6 +163,8 @@ class ParticleImages:
         out = np.empty((len(indices), d, d), dtype=np.float32)
         for i, p in enumerate(indices):
             out[i] = self._stack(int(t.stack_index[p])).read(int(t.image_index[p]))
+        if t.image_sign is not None:
+            out *= t.image_sign[indices, None, None].astype(np.float32)
         if not np.isfinite(out).all():
             bad = indices[~np.isfinite(out).reshape(len(indices), -1).all(1)][0]
             raise InputError(f"{t.stack_paths[t.stack_index[bad]]}: image {t.image_index[bad] + 1} contains NaN or "

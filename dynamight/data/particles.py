@@ -1,4 +1,5 @@
-"""Particle STAR files of RELION 3.0, 3.1, 4 and 5 -> one typed particle table.
+"""Particle STAR files of RELION 3.0, 3.1, 4 and 5 (or cryoSPARC ``.cs`` files, converted to the
+same tables by :mod:`.cryosparc`) -> one typed particle table.
 
 Each CTF value comes from the particle row, else from its optics group, else from RELION's default
 (``DefocusV = DefocusU``, B-factor 0, scale 1, phase shift 0). Origins are converted to Ångström
@@ -18,6 +19,7 @@ import pandas as pd
 import starfile
 
 from ..errors import InputError
+from .cryosparc import is_cryosparc_file, read_cryosparc_tables
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class ParticleTable:
         stack_names: stack names as written in the STAR file.
         stack_paths: resolved stack files (``None`` where the stack was not found: reading those
             images raises :class:`InputError`, the metadata stays usable).
+        image_sign: ``(n,)`` factor applied to each image as read (cryoSPARC's ``blob/sign``;
+            ``None``: 1, as RELION's images are stored).
     """
 
     star_path: Path
@@ -80,6 +84,7 @@ class ParticleTable:
     stack_index: np.ndarray
     stack_names: list[str]
     stack_paths: list[Path | None]
+    image_sign: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.particles)
@@ -151,20 +156,38 @@ def resolve_path(name: str, star_path: Path) -> Path | None:
     return None
 
 
-def read_particles(star_path: str | os.PathLike, seed: int = 0) -> ParticleTable:
-    """Read a RELION particle STAR file of any version (see module docstring).
+def read_configured_particles(config) -> ParticleTable:
+    """The particles a step's config names: ``refinement_star_file``, ``seed`` and the cryoSPARC
+    options (``cs_passthrough_file``, ``cs_project_directory``), from a pydantic config or its saved
+    dict (a checkpoint's ``config``; keys it lacks take their defaults)."""
+    values = config if isinstance(config, dict) else config.model_dump()
+    return read_particles(values["refinement_star_file"], seed=int(values.get("seed", 0)),
+                          cs_passthrough_file=values.get("cs_passthrough_file"),
+                          cs_project_directory=values.get("cs_project_directory"))
+
+
+def read_particles(star_path: str | os.PathLike, seed: int = 0, cs_passthrough_file: str | os.PathLike | None = None,
+                   cs_project_directory: str | os.PathLike | None = None) -> ParticleTable:
+    """Read a RELION particle STAR file of any version, or a cryoSPARC ``.cs`` file (see module docstring).
+
+    Args:
+        cs_passthrough_file, cs_project_directory: for a ``.cs`` file only (see :mod:`.cryosparc`).
 
     Raises:
         InputError: missing file, missing required columns, undefined optics groups, bad image names.
     """
     star_path = Path(star_path)
-    if not star_path.is_file():
-        raise InputError(f"{star_path}: particle STAR file not found")
-    try:
-        blocks = starfile.read(star_path, always_dict=True)
-    except Exception as exc:  # starfile raises many types on malformed text
-        raise InputError(f"{star_path}: not a readable STAR file ({exc})") from exc
-    df, optics = _split_blocks(star_path, blocks)
+    sign = None
+    if is_cryosparc_file(star_path):
+        df, optics, sign = read_cryosparc_tables(star_path, cs_passthrough_file, cs_project_directory)
+    else:
+        if not star_path.is_file():
+            raise InputError(f"{star_path}: particle STAR file not found")
+        try:
+            blocks = starfile.read(star_path, always_dict=True)
+        except Exception as exc:  # starfile raises many types on malformed text
+            raise InputError(f"{star_path}: not a readable STAR file ({exc})") from exc
+        df, optics = _split_blocks(star_path, blocks)
     df = df.reset_index(drop=True)
     missing = [c for c in REQUIRED_PARTICLE_COLUMNS if c not in df.columns]
     if missing:
@@ -213,7 +236,7 @@ def read_particles(star_path: str | os.PathLike, seed: int = 0) -> ParticleTable
         amplitude_contrast=ctf["rlnAmplitudeContrast"], phase_shift_deg=extra["rlnPhaseShift"],
         bfactor_angstrom2=extra["rlnCtfBfactor"], ctf_scale=extra["rlnCtfScalefactor"],
         half_set=_half_sets(star_path, df, seed), image_index=image_index, stack_index=stack_index,
-        stack_names=stack_names, stack_paths=stack_paths,
+        stack_names=stack_names, stack_paths=stack_paths, image_sign=sign,
     )
     _check_finite(table)
     return table

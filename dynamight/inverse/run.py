@@ -9,7 +9,7 @@ import numpy as np
 import starfile
 import torch
 
-from ..data.particles import read_particles
+from ..data.particles import read_configured_particles
 from ..distributed import barrier
 from ..errors import InputError
 from ..runtime import JobControl, progress, save_config, start_process
@@ -34,7 +34,7 @@ def load_run(output_directory: Path, checkpoint_file: Path | None, device: torch
     """The particle table, both half models, the checkpoint, and every particle's code."""
     path = forward_checkpoint(output_directory, checkpoint_file)
     saved = load_checkpoint(path)
-    table = read_particles(Path(saved["config"]["refinement_star_file"]), seed=int(saved["config"]["seed"]))
+    table = read_configured_particles(saved["config"])
     group = table.optics_groups[0]
     models, saved = load_forward_models(path, group.box_px, group.pixel_size_angstrom, device)
     from ..reconstruction.deformable_run import read_latents

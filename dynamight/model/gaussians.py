@@ -22,6 +22,9 @@ from .render import render_volume
 
 log = logging.getLogger(__name__)
 
+#: Gaussians fitted when no number is given; fewer (with a warning) when the map supports fewer
+DEFAULT_N_GAUSSIANS = 30000
+
 
 @dataclass
 class GaussianModel:
@@ -63,15 +66,34 @@ def otsu_threshold(volume: torch.Tensor, bins: int = 256) -> float:
     return float(centres[int(torch.argmax(between))])
 
 
-def fit_gaussians(volume: torch.Tensor, pixel_size_angstrom: float, n_gaussians: int,
+def gaussian_count(requested: int | None, n_above: int, threshold: float) -> int:
+    """How many Gaussians to fit to a map with ``n_above`` voxels above ``threshold`` (at most one
+    Gaussian per voxel): ``requested`` if the map supports it, else an :class:`InputError`; when
+    none was requested, :data:`DEFAULT_N_GAUSSIANS` capped at ``n_above``, with a warning."""
+    if requested is not None and n_above < requested:
+        raise InputError(f"--n-gaussians {requested}: only {n_above} voxels of the consensus map are above the "
+                         f"threshold {threshold:.4g}; use at most {n_above} Gaussians or a lower --initial-threshold")
+    if requested is not None:
+        return requested
+    if n_above < 2:
+        raise InputError(f"only {n_above} voxel(s) of the consensus map are above the threshold {threshold:.4g}; "
+                         f"give a lower --initial-threshold")
+    if n_above < DEFAULT_N_GAUSSIANS:
+        log.warning("the consensus map has only %d voxels above the threshold %.4g: fitting %d Gaussians instead "
+                    "of the default %d", n_above, threshold, n_above, DEFAULT_N_GAUSSIANS)
+    return min(n_above, DEFAULT_N_GAUSSIANS)
+
+
+def fit_gaussians(volume: torch.Tensor, pixel_size_angstrom: float, n_gaussians: int | None,
                   threshold: float | None = None, seed: int = 0, n_steps: int = 40,
                   fixed_positions: torch.Tensor | None = None) -> tuple[GaussianModel, torch.Tensor]:
-    """Fit ``n_gaussians`` Gaussians to a map.
+    """Fit Gaussians to a map.
 
     Args:
         volume: ``(d, d, d)`` consensus map.
         pixel_size_angstrom: its voxel size.
-        n_gaussians: number of Gaussians.
+        n_gaussians: number of Gaussians; ``None``: the default, capped by the map (:func:`gaussian_count`).
+            Ignored with ``fixed_positions``.
         threshold: density threshold for the initial centres (default: Otsu).
         seed: seed of the initial draw.
         n_steps: Adam steps.
@@ -81,20 +103,22 @@ def fit_gaussians(volume: torch.Tensor, pixel_size_angstrom: float, n_gaussians:
         The model and the ``(d // 2 + 1,)`` FSC between the map and the rendered model.
 
     Raises:
-        InputError: fewer voxels above the threshold than Gaussians.
+        InputError: a requested number above the number of voxels above the threshold.
     """
     d = volume.shape[-1]
     threshold = otsu_threshold(volume) if threshold is None else threshold
     above = volume > threshold
     n_above = int(above.sum())
-    if n_above < n_gaussians:
-        raise InputError(f"--n-gaussians {n_gaussians}: only {n_above} voxels of the consensus map are above the "
-                         f"threshold {threshold:.4g}; use at most {n_above} Gaussians or a lower --initial-threshold")
-    g = torch.Generator().manual_seed(seed)
-    coords = grid_coordinates(d, 3, device=volume.device)[above] * pixel_size_angstrom  # (m, 3) Å
-    weights = volume[above].clamp(min=0).double().cpu()
-    chosen = torch.multinomial(weights, n_gaussians, replacement=False, generator=g).to(volume.device)
-    positions = coords[chosen].clone() if fixed_positions is None else fixed_positions.to(volume.device).clone()
+    if fixed_positions is None:
+        n_gaussians = gaussian_count(n_gaussians, n_above, threshold)
+        g = torch.Generator().manual_seed(seed)
+        coords = grid_coordinates(d, 3, device=volume.device)[above] * pixel_size_angstrom  # (m, 3) Å
+        weights = volume[above].clamp(min=0).double().cpu()
+        chosen = torch.multinomial(weights, n_gaussians, replacement=False, generator=g).to(volume.device)
+        positions = coords[chosen].clone()
+    else:
+        n_gaussians = len(fixed_positions)
+        positions = fixed_positions.to(volume.device).clone()
     positions.requires_grad_(fixed_positions is None)
     # widths from the volume each Gaussian covers; amplitudes so that the model's mass is the map's
     mass = float(volume[above].sum()) * pixel_size_angstrom**3

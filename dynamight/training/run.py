@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data.batches import load_batch
 from ..data.images import ParticleImages
-from ..data.particles import read_particles
+from ..data.particles import read_configured_particles
 from ..distributed import all_reduce_sum, barrier, from_main, shard
 from ..errors import InputError
 from ..model.gaussians import GaussianModel
@@ -74,7 +74,7 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
     device, main = start_process(config.gpu_id, config.n_threads)  # only the main process writes files
     out = config.output_directory / "forward_deformations"
     checkpoints = out / "checkpoints"
-    table = read_particles(config.refinement_star_file, seed=config.seed)
+    table = read_configured_particles(config)
     if len({(g.box_px, g.pixel_size_angstrom) for g in table.optics_groups}) > 1:
         raise InputError(f"{config.refinement_star_file}: optics groups have different box or pixel sizes; "
                          f"training needs one (re-extract or rescale the particles)")

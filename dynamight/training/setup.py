@@ -10,7 +10,7 @@ import torch
 
 from ..data.volumes import Volume, check_same_grid, read_map
 from ..errors import InputError
-from ..model.gaussians import GaussianModel, fit_gaussians
+from ..model.gaussians import DEFAULT_N_GAUSSIANS, GaussianModel, fit_gaussians
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,11 @@ def read_atomic_model(path: Path, box_px: int, pixel_size_angstrom: float, n_gau
 
 
 def consensus_gaussians(initial_model: Path | None, atomic_model: Path | None, initial_threshold: float | None,
-                        n_gaussians: int, box_px: int, pixel_size_angstrom: float,
+                        n_gaussians: int | None, box_px: int, pixel_size_angstrom: float,
                         seed: int) -> tuple[GaussianModel, Volume | None, torch.Tensor | None]:
     """The consensus model: fitted to the map, or the atoms of an atomic model (widths and
-    amplitudes then fitted to the map when there is one, else 2 Å and 1).
+    amplitudes then fitted to the map when there is one, else 2 Å and 1). ``n_gaussians``: the
+    number of Gaussians (at most that many atoms); ``None``: the default, capped by the map.
 
     Returns the model, the map (if any) and the map-vs-model FSC (if any)."""
     if initial_model is None and atomic_model is None:
@@ -61,7 +62,7 @@ def consensus_gaussians(initial_model: Path | None, atomic_model: Path | None, i
     if atomic_model is None:
         gaussians, curve = fit_gaussians(volume.data, pixel_size_angstrom, n_gaussians, initial_threshold, seed)
         return gaussians, volume, curve
-    positions = read_atomic_model(atomic_model, box_px, pixel_size_angstrom, n_gaussians, seed)
+    positions = read_atomic_model(atomic_model, box_px, pixel_size_angstrom, n_gaussians or DEFAULT_N_GAUSSIANS, seed)
     n = len(positions)
     if volume is None:
         return GaussianModel(positions, torch.ones(n), torch.full((n,), 2.0)), None, None
