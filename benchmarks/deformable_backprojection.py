@@ -37,6 +37,7 @@ from dynamight.data.volumes import read_map
 from dynamight.reconstruction.deformable_run import deformable_half_maps, read_latents
 from dynamight.reconstruction.plain import reconstruct_half_maps
 from dynamight.reconstruction.report import fsc_table
+from dynamight.training.layout import find_final_checkpoint
 from dynamight.training.restore import load_forward_models
 from dynamight.simulate.dataset import simulate
 
@@ -112,7 +113,7 @@ def main() -> None:
         # unregularised (plain weight division), to compare with relion_reconstruct, which has no Wiener term
         maps["plain (ours, unregularised)"] = reconstruct_half_maps(table, ParticleImages(table), torch.device("cpu"),
                                                                     regularise=False).merged
-        models, _ = load_forward_models(run / "forward_deformations" / "checkpoint_final.pth", box, pixel,
+        models, _ = load_forward_models(find_final_checkpoint(run), box, pixel,
                                         torch.device("cpu"))
         latents = read_latents(run / "forward_deformations" / "latents.star", table)
         maps["deformable (unregularised)"] = deformable_half_maps(

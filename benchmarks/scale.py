@@ -26,6 +26,7 @@ import torch
 
 from dynamight.simulate.dataset import simulate
 from dynamight.training.checkpoint import load_checkpoint
+from dynamight.training.layout import find_final_checkpoint
 
 HERE = Path(__file__).resolve().parent
 UPSTREAM_TRAINING_PER_S, UPSTREAM_BACKPROJECTION_S = 600 / 28.0, 0.84
@@ -59,7 +60,7 @@ def training_args(project: Path, out: Path, gpu: str, epochs: int, gaussians: in
 
 def training_rate(out: Path) -> float:
     """Particle-epochs per second inside the training loop (both halves), from the checkpoint."""
-    saved = load_checkpoint(out / "forward_deformations" / "checkpoint_final.pth")
+    saved = load_checkpoint(find_final_checkpoint(out))
     seconds = sum(e["seconds"] for h in ("1", "2") for e in saved["halves"][h]["history"])
     n_train = int((~saved["validation"].bool()).sum())
     return n_train * len(saved["halves"]["1"]["history"]) / seconds

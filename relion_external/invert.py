@@ -28,6 +28,7 @@ from dynamight.errors import InputError
 from dynamight.inverse.run import INVERSE_FORMAT
 from dynamight.runtime import resolve_device
 from dynamight.training.checkpoint import load_checkpoint
+from dynamight.training.layout import find_latents_file
 
 from .job import StepContext, run_step
 from .logfile import Report
@@ -43,10 +44,13 @@ REUSE_KEYS = ("checkpoint_file", "n_epochs", "batch_size", "seed")
 
 
 def check_checkpoint(checkpoint: Path) -> None:
-    """The later steps read the particles' latent codes from ``latents.star`` beside the checkpoint."""
-    if not (checkpoint.parent / "latents.star").is_file():
+    """The later steps read the particles' latent codes from the ``latents.star`` beside the checkpoint
+    (or one folder up, for ``forward_deformations/checkpoints/checkpoint_final.pth``)."""
+    try:
+        find_latents_file(checkpoint)
+    except InputError:
         raise InputError(f"--checkpoint {checkpoint}: no latents.star beside it; give the train job's "
-                         f"checkpoint.pth (e.g. External/job012/checkpoint.pth)")
+                         f"checkpoint.pth (e.g. External/job012/checkpoint.pth)") from None
 
 
 def run(context: StepContext) -> Report:

@@ -6,11 +6,11 @@ value) ``n_gaussians``, ``n_latent_dimensions``, ``regularization_factor``, ``n_
 ``initial_threshold``, ``batch_size``, ``gpu_id``, ``preload_images`` (empty value).
 
 The engine (``dynamight optimize-deformations``) writes into the job directory itself:
-``forward_deformations/`` (``checkpoints/NNN.pth`` after every epoch, ``checkpoint_final.pth``,
-``latents.star``, ``consensus_gaussians.star``, ``tensorboard/``) and ``config.json``. What later
+``forward_deformations/`` (``checkpoints/NNN.pth`` after every epoch, ``checkpoints/checkpoint_final.pth``
+as upstream, ``latents.star``, ``consensus_gaussians.star``, ``tensorboard/``) and ``config.json``. What later
 jobs consume is then published directly in the job directory under fixed names:
 
-- ``checkpoint.pth``: a copy of ``forward_deformations/checkpoint_final.pth`` (the ``checkpoint``
+- ``checkpoint.pth``: a copy of ``forward_deformations/checkpoints/checkpoint_final.pth`` (the ``checkpoint``
   parameter of invert, backproject and explore);
 - ``latents.star``: a copy of ``forward_deformations/latents.star``, beside ``checkpoint.pth``
   because the later steps read the particles' latent codes from beside the checkpoint;
@@ -38,6 +38,7 @@ from dynamight.commands.options import build_config
 from dynamight.data.files import atomic_path
 from dynamight.runtime import resolve_device
 from dynamight.training.checkpoint import latest_checkpoint, load_checkpoint
+from dynamight.training.layout import find_final_checkpoint, final_checkpoint_path
 
 from .job import StepContext, run_step
 from .logfile import Report
@@ -78,14 +79,14 @@ def run(context: StepContext) -> Report:
     finished = finished_training(directory / FORWARD, config.n_epochs)
     if finished:
         log.info("training had finished (%s, %s are newer than the last epoch's checkpoint %s): nothing to do",
-                 FORWARD + "/checkpoint_final.pth", FORWARD + "/latents.star", resumed)
+                 final_checkpoint_path(".").as_posix(), FORWARD + "/latents.star", resumed)
     else:
         if resumed is not None:
             log.info("found %s: training resumes from it", resumed)
         optimize_deformations.run(config, context.control)
     if not context.main_process:  # a distributed run's other processes stop here
         return Report([], [])
-    publish(directory / FORWARD / "checkpoint_final.pth", directory / "checkpoint.pth")
+    publish(find_final_checkpoint(directory), directory / "checkpoint.pth")
     publish(directory / FORWARD / "latents.star", directory / "latents.star")
     publish(directory / FORWARD / "latents.star", directory / "particles.star")
     report = training_report(directory / "checkpoint.pth", directory / "latents.star")
@@ -99,7 +100,7 @@ def finished_training(forward: Path, n_epochs: int) -> bool:
     """``True`` when a previous run in this directory trained at least ``n_epochs`` epochs and wrote
     its final checkpoint and ``latents.star`` after the last epoch's checkpoint."""
     latest = latest_checkpoint(forward / "checkpoints")
-    final, latents = forward / "checkpoint_final.pth", forward / "latents.star"
+    final, latents = find_final_checkpoint(forward.parent), forward / "latents.star"
     if latest is None or int(latest.stem) + 1 < n_epochs or not final.is_file() or not latents.is_file():
         return False
     return latest.stat().st_mtime_ns <= final.stat().st_mtime_ns <= latents.stat().st_mtime_ns

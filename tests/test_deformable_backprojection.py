@@ -84,7 +84,7 @@ def test_inverse_then_backprojection_commands(run, tiny_project):
 
 
 def test_each_half_uses_only_its_particles(run, tiny_project):
-    models, _ = load_forward_models(run / "forward_deformations" / "checkpoint_final.pth", 32, 4.0, torch.device("cpu"))
+    models, _ = load_forward_models(run / "forward_deformations" / "checkpoints" / "checkpoint_final.pth", 32, 4.0, torch.device("cpu"))
     table = read_particles(tiny_project / "particles.star")
     only_half1 = table.half_set == 1
     codes = np.zeros((len(table), 2), dtype=np.float32)
@@ -147,7 +147,7 @@ def test_killed_backprojection_resumes_to_the_same_maps(run, tiny_project, tmp_p
     it to the maps of an uninterrupted run, and a progress file made with other clusters is not used."""
     import dynamight.reconstruction.deformable_run as deformable_run
 
-    models, _ = load_forward_models(run / "forward_deformations" / "checkpoint_final.pth", 32, 4.0, torch.device("cpu"))
+    models, _ = load_forward_models(run / "forward_deformations" / "checkpoints" / "checkpoint_final.pth", 32, 4.0, torch.device("cpu"))
     table = read_particles(tiny_project / "particles.star")
     images = ParticleImages(table)
     codes = np.random.default_rng(1).normal(size=(len(table), 2)).astype(np.float32)

@@ -61,8 +61,8 @@ def runs(tiny_project, tmp_path_factory) -> dict[int, tuple[Path, subprocess.Com
 
 def test_two_processes_match_one(runs):
     (one, _), (two, _) = runs[1], runs[2]
-    a = torch.load(one / "forward_deformations" / "checkpoint_final.pth", weights_only=True)
-    b = torch.load(two / "forward_deformations" / "checkpoint_final.pth", weights_only=True)
+    a = torch.load(one / "forward_deformations" / "checkpoints" / "checkpoint_final.pth", weights_only=True)
+    b = torch.load(two / "forward_deformations" / "checkpoints" / "checkpoint_final.pth", weights_only=True)
     for half in ("1", "2"):
         for key, value in a["halves"][half]["model"].items():
             assert torch.allclose(value, b["halves"][half]["model"][key], rtol=1e-3, atol=1e-4), key

@@ -27,7 +27,7 @@ def project(tmp_path_factory, tmp_path):
     (project / "default_pipeline.star").write_text("\n# version 50001\n\ndata_pipeline_general\n\n"
                                                    "_rlnPipeLineJobCounter 13\n")
     (project / TRAIN).mkdir(parents=True)
-    shutil.copy(run / "forward_deformations" / "checkpoint_final.pth", project / TRAIN / "checkpoint.pth")
+    shutil.copy(run / "forward_deformations" / "checkpoints" / "checkpoint_final.pth", project / TRAIN / "checkpoint.pth")
     shutil.copy(run / "forward_deformations" / "latents.star", project / TRAIN / "particles.star")
     (project / JOB).mkdir(parents=True)
     return project

@@ -37,8 +37,9 @@ def trained(tiny_project, tmp_path_factory) -> Path:
 
 def test_outputs(trained, tiny_project):
     fd = trained / "forward_deformations"
-    assert sorted(p.name for p in (fd / "checkpoints").glob("*.pth")) == ["000.pth", "001.pth"]
-    final = torch.load(fd / "checkpoint_final.pth", weights_only=True)
+    assert sorted(p.name for p in (fd / "checkpoints").glob("*.pth")) == ["000.pth", "001.pth", "checkpoint_final.pth"]
+    assert not (fd / "checkpoint_final.pth").exists()  # upstream's layout: the final one beside the epochs' ones
+    final = torch.load(fd / "checkpoints" / "checkpoint_final.pth", weights_only=True)
     assert final["format"] == "dynamight-forward-deformations" and final["version"] == 1
     assert set(final["halves"]) == {"1", "2"} and final["epoch"] == 1
     assert list((fd / "tensorboard").glob("events.out.tfevents.*"))
@@ -60,10 +61,26 @@ def test_outputs(trained, tiny_project):
 
 
 def test_halves_are_independent_models(trained):
-    final = torch.load(trained / "forward_deformations" / "checkpoint_final.pth", weights_only=True)
+    final = torch.load(trained / "forward_deformations" / "checkpoints" / "checkpoint_final.pth", weights_only=True)
     one, two = final["halves"]["1"]["model"], final["halves"]["2"]["model"]
     assert torch.equal(one["positions"], two["positions"])  # the same consensus Gaussians
     assert not torch.equal(one["decoder.hidden.0.weight"], two["decoder.hidden.0.weight"])
+
+
+def test_later_steps_find_the_final_checkpoint_in_both_layouts(trained, tmp_path):
+    """Upstream's forward_deformations/checkpoints/checkpoint_final.pth, and one folder up (runs made before)."""
+    from dynamight.commands.explore_latent_space import Config as ExploreConfig, checkpoint_of
+    from dynamight.inverse.run import load_run
+
+    old = tmp_path / "old"
+    shutil.copytree(trained / "forward_deformations", old / "forward_deformations")
+    (old / "forward_deformations" / "checkpoints" / "checkpoint_final.pth").rename(
+        old / "forward_deformations" / "checkpoint_final.pth")
+    for run, final in ((trained, trained / "forward_deformations" / "checkpoints" / "checkpoint_final.pth"),
+                       (old, old / "forward_deformations" / "checkpoint_final.pth")):
+        assert checkpoint_of(ExploreConfig(output_directory=run)) == final
+        table, models, saved, latents, _ = load_run(run, None, torch.device("cpu"))  # inverse and backprojection
+        assert set(models) == {1, 2} and latents.shape == (len(table), 2)
 
 
 def _command(project: Path, out: Path, epochs: int) -> list[str]:
@@ -83,10 +100,10 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(tiny_project, tmp_pa
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert first.exists() and not (tmp_path / "b" / "forward_deformations" / "checkpoint_final.pth").exists()
+    assert first.exists() and not (tmp_path / "b" / "forward_deformations" / "checkpoints" / "checkpoint_final.pth").exists()
     assert subprocess.run(_command(tiny_project, tmp_path / "b", epochs), capture_output=True).returncode == 0
-    a = torch.load(tmp_path / "a" / "forward_deformations" / "checkpoint_final.pth", weights_only=True)
-    b = torch.load(tmp_path / "b" / "forward_deformations" / "checkpoint_final.pth", weights_only=True)
+    a = torch.load(tmp_path / "a" / "forward_deformations" / "checkpoints" / "checkpoint_final.pth", weights_only=True)
+    b = torch.load(tmp_path / "b" / "forward_deformations" / "checkpoints" / "checkpoint_final.pth", weights_only=True)
     for half in ("1", "2"):
         for key, value in a["halves"][half]["model"].items():
             assert torch.equal(value, b["halves"][half]["model"][key]), key
@@ -138,7 +155,7 @@ def test_rigid_bodies_move_rigidly(tiny_project, tmp_path):
                  "--deformation-masks", str(tiny_project / "masks"), "--n-epochs", "2", *TINY])
     assert code == 0
     from dynamight.training.restore import load_forward_models
-    models, _ = load_forward_models(out / "forward_deformations" / "checkpoint_final.pth", 32, 4.0, torch.device("cpu"))
+    models, _ = load_forward_models(out / "forward_deformations" / "checkpoints" / "checkpoint_final.pth", 32, 4.0, torch.device("cpu"))
     model = models[1]
     z = torch.randn(3, 2)
     with torch.no_grad():
@@ -168,8 +185,8 @@ def test_out_of_memory_splits_batches_into_chunks(tiny_project, tmp_path, monkey
     monkeypatch.setattr(ForwardModel, "forward", small_only)
     assert _train(tiny_project, tmp_path / "chunked", extra=no_prior) == 0
     assert any("splitting each batch into 4 chunks" in r.getMessage() for r in caplog.records)
-    a = torch.load(tmp_path / "whole" / "forward_deformations" / "checkpoint_final.pth", weights_only=True)
-    b = torch.load(tmp_path / "chunked" / "forward_deformations" / "checkpoint_final.pth", weights_only=True)
+    a = torch.load(tmp_path / "whole" / "forward_deformations" / "checkpoints" / "checkpoint_final.pth", weights_only=True)
+    b = torch.load(tmp_path / "chunked" / "forward_deformations" / "checkpoints" / "checkpoint_final.pth", weights_only=True)
     for half in ("1", "2"):
         for key, value in a["halves"][half]["model"].items():
             assert torch.allclose(value, b["halves"][half]["model"][key], rtol=1e-3, atol=1e-4), key

@@ -156,7 +156,7 @@ def test_train_publishes_checkpoint_and_particles(chain):
     check_success(project, "train", codes)
     job = project / JOBS["train"]
     forward = job / "forward_deformations"
-    assert filecmp.cmp(job / "checkpoint.pth", forward / "checkpoint_final.pth", shallow=False)
+    assert filecmp.cmp(job / "checkpoint.pth", forward / "checkpoints" / "checkpoint_final.pth", shallow=False)
     for name in ("latents.star", "particles.star"):  # latents.star beside checkpoint.pth for the later steps
         assert filecmp.cmp(job / name, forward / "latents.star", shallow=False), name
     assert sorted(p.name for p in (forward / "checkpoints").glob("*.pth")) == ["000.pth", "001.pth"]
@@ -213,8 +213,7 @@ def test_continue_after_success_resumes_without_retraining(copied):
     project, commands = copied
     (project / "default_pipeline.star").write_text("\n# version 30001\n\ndata_pipeline_general\n\n")  # RELION 4
     forward = project / JOBS["train"] / "forward_deformations"
-    kept = [*(forward / "checkpoints").glob("*.pth"), forward / "checkpoint_final.pth",
-            project / JOBS["train"] / "checkpoint.pth"]
+    kept = [*(forward / "checkpoints").glob("*.pth"), project / JOBS["train"] / "checkpoint.pth"]
     stamps = {p: p.stat().st_mtime_ns for p in kept}
     since = len((project / JOBS["train"] / "run.out").read_text())
     started = time.time()
@@ -240,7 +239,7 @@ def test_continue_after_interruption_resumes_from_the_last_epoch(copied):
     job = project / JOBS["train"]
     forward = job / "forward_deformations"
     # as if the queue had stopped the job during epoch 2: only epoch 1's checkpoint, no final outputs
-    for path in (forward / "checkpoints" / "001.pth", forward / "checkpoint_final.pth", forward / "latents.star",
+    for path in (forward / "checkpoints" / "001.pth", forward / "checkpoints" / "checkpoint_final.pth", forward / "latents.star",
                  job / "checkpoint.pth", job / "latents.star", job / "particles.star", job / "logfile.pdf",
                  job / "RELION_OUTPUT_NODES.star"):
         path.unlink()
@@ -253,7 +252,7 @@ def test_continue_after_interruption_resumes_from_the_last_epoch(copied):
     assert "epoch 2/2" in log and "epoch 1/2" not in log
     assert (forward / "checkpoints" / "000.pth").stat().st_mtime_ns == first
     assert (forward / "checkpoints" / "001.pth").is_file()
-    assert filecmp.cmp(job / "checkpoint.pth", forward / "checkpoint_final.pth", shallow=False)
+    assert filecmp.cmp(job / "checkpoint.pth", forward / "checkpoints" / "checkpoint_final.pth", shallow=False)
     assert set(nodes(project, "train")) == {"External/job012/particles.star", "External/job012/logfile.pdf"}
 
 

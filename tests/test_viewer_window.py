@@ -83,7 +83,7 @@ def explorer_of(display, run, tmp_path):
     opened = []
 
     def open_one(half_set: int):
-        space = open_latent_space(run / "forward_deformations" / "checkpoint_final.pth", None, half_set, n_clusters=3)
+        space = open_latent_space(run / "forward_deformations" / "checkpoints" / "checkpoint_final.pth", None, half_set, n_clusters=3)
         opened.append(Explorer(space, tmp_path / "out", n_frames=10))
         process()
         return opened[-1]
@@ -154,7 +154,7 @@ class Truth:
     """Maps and Gaussians straight from the checkpoint and latents.star (not through dynamight.analysis)."""
 
     def __init__(self, run):
-        self.models, _ = load_forward_models(run / "forward_deformations" / "checkpoint_final.pth", 32, 4.0,
+        self.models, _ = load_forward_models(run / "forward_deformations" / "checkpoints" / "checkpoint_final.pth", 32, 4.0,
                                              torch.device("cpu"))
         self.table = starfile.read(run / "forward_deformations" / "latents.star", always_dict=True)
         particles = self.table["particles"]

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..data.particles import ParticleTable, read_particles
 from ..errors import InputError
+from ..training.layout import find_latents_file  # noqa: F401  (its home is the run layout)
 
 LATENT_PREFIX = "rlnDynaMightLatent"
 TRAINING_PREFIX = "rlnDynaMight"  # every column training adds to the input particles
@@ -73,21 +74,6 @@ class LatentSet:
         added (``rlnDynaMight*``) removed, so that any RELION version reads them."""
         frame = self.table.particles.iloc[self.rows[np.asarray(members, dtype=np.int64)]]
         return frame[[c for c in frame.columns if not c.startswith(TRAINING_PREFIX)]].reset_index(drop=True)
-
-
-def find_latents_file(checkpoint: Path) -> Path:
-    """The ``latents.star`` of the training run that wrote ``checkpoint``.
-
-    Looked for beside it (``forward_deformations/checkpoint_final.pth``), one folder up
-    (``forward_deformations/checkpoints/NNN.pth``), and as a train job's ``particles.star``.
-    """
-    checkpoint = Path(checkpoint)
-    for candidate in (checkpoint.parent / "latents.star", checkpoint.parent.parent / "latents.star",
-                      checkpoint.parent / "particles.star"):
-        if candidate.is_file():
-            return candidate
-    raise InputError(f"{checkpoint}: no latents.star beside this checkpoint (expected the training run's "
-                     f"forward_deformations/latents.star; give it with --latents-file)")
 
 
 def read_latent_set(path: Path, half_set: int) -> LatentSet:

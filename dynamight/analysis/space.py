@@ -96,7 +96,7 @@ def open_latent_space(checkpoint: Path, latents_file: Path | None, half_set: int
     """
     if not Path(checkpoint).is_file():
         raise InputError(f"{checkpoint}: checkpoint not found (expected a forward-deformation checkpoint, e.g. "
-                         f"<run>/forward_deformations/checkpoint_final.pth)")
+                         f"<run>/forward_deformations/checkpoints/checkpoint_final.pth)")
     latents = read_latent_set(latents_file or find_latents_file(checkpoint), half_set)
     group = latents.table.optics_groups[0]
     decoder = ConformationDecoder.load(checkpoint, group.box_px, group.pixel_size_angstrom, device)

@@ -15,7 +15,8 @@ HELP = "Reconstruct half-maps in the consensus frame, undoing each particle's de
 class Config(StepConfig):
     output_directory: Path = Field(description="the optimize-deformations output directory",
                                    json_schema_extra={"positional": True})
-    checkpoint_file: Path | None = Field(None, description="forward checkpoint (default: forward_deformations/checkpoint_final.pth)",
+    checkpoint_file: Path | None = Field(None, description="forward checkpoint (default: "
+                                         "forward_deformations/checkpoints/checkpoint_final.pth)",
                                          json_schema_extra={"aliases": ["--vae-directory"]})
     inverse_deformation_directory: Path | None = Field(
         None, description="inverse deformations (default: OUTPUT_DIRECTORY/inverse_deformations); their held-out "

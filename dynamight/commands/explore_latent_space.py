@@ -25,7 +25,8 @@ class Config(StepConfig):
     output_directory: Path = Field(description="the training run's output directory; maps/, movies/, subsets/ and "
                                                "latent_space/ are written inside", json_schema_extra={"positional": True})
     checkpoint_file: Path | None = Field(None, description="forward-deformation checkpoint (default: "
-                                                           "OUTPUT_DIRECTORY/forward_deformations/checkpoint_final.pth)")
+                                                           "OUTPUT_DIRECTORY/forward_deformations/checkpoints/"
+                                                           "checkpoint_final.pth)")
     latents_file: Path | None = Field(None, description="the run's latents.star (default: beside the checkpoint)")
     half_set: Literal[0, 1, 2] = Field(1, description="1 or 2: that half-set's particles and model; 0: the validation "
                                                       "particles of both halves, each with its own half's model")
@@ -43,7 +44,9 @@ class Config(StepConfig):
 
 def checkpoint_of(config: Config) -> Path:
     """The checkpoint to explore: ``--checkpoint-file`` or the run's final one."""
-    return config.checkpoint_file or config.output_directory / "forward_deformations" / "checkpoint_final.pth"
+    from ..training.layout import find_final_checkpoint
+
+    return config.checkpoint_file or find_final_checkpoint(config.output_directory)
 
 
 def report_directory(config: Config) -> Path:

@@ -15,7 +15,8 @@ HELP = "Fit the inverse deformations (deformed frame -> consensus frame) of a tr
 class Config(StepConfig):
     output_directory: Path = Field(description="the optimize-deformations output directory",
                                    json_schema_extra={"positional": True})
-    checkpoint_file: Path | None = Field(None, description="forward checkpoint (default: forward_deformations/checkpoint_final.pth)")
+    checkpoint_file: Path | None = Field(None, description="forward checkpoint (default: "
+                                                                  "forward_deformations/checkpoints/checkpoint_final.pth)")
     n_epochs: int = Field(50, ge=1, description="epochs over the training particles' codes")
     batch_size: int = Field(16, ge=1, description="codes per batch")
     save_deformations: bool = Field(False, description="also write every particle's deformed Gaussian positions "

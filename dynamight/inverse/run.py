@@ -15,6 +15,7 @@ from ..errors import InputError
 from ..runtime import JobControl, progress, save_config, start_process
 from ..training.checkpoint import load_checkpoint, save_checkpoint
 from ..training.inference import displacements_of
+from ..training.layout import find_final_checkpoint, find_latents_file
 from ..training.restore import load_forward_models
 from .train import composition_error, fit_inverse, make_inverse
 
@@ -23,7 +24,7 @@ INVERSE_FORMAT = "dynamight-inverse-deformations"
 
 
 def forward_checkpoint(output_directory: Path, checkpoint_file: Path | None) -> Path:
-    path = checkpoint_file or output_directory / "forward_deformations" / "checkpoint_final.pth"
+    path = checkpoint_file or find_final_checkpoint(output_directory)
     if not Path(path).is_file():
         raise InputError(f"{path}: forward-deformation checkpoint not found (run optimize-deformations first, "
                          f"or give --checkpoint-file)")
@@ -39,7 +40,7 @@ def load_run(output_directory: Path, checkpoint_file: Path | None, device: torch
     models, saved = load_forward_models(path, group.box_px, group.pixel_size_angstrom, device)
     from ..reconstruction.deformable_run import read_latents
 
-    latents = read_latents(path.parent / "latents.star", table)
+    latents = read_latents(find_latents_file(path), table)
     validation = saved["validation"].numpy().astype(bool)
     return table, models, saved, latents, validation
 

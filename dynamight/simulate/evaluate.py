@@ -10,6 +10,7 @@ import torch
 
 from ..data.particles import read_particles
 from ..training.inference import displacements_of
+from ..training.layout import find_final_checkpoint
 from ..training.restore import load_forward_models
 from .molecule import HINGE_AXIS, axis_angle_matrix
 
@@ -39,7 +40,7 @@ def hinge_accuracy(project: Path, run_directory: Path, device: torch.device = to
     angle = truth["particles"]["dmTrueHingeAngleDeg"].to_numpy()
     table = read_particles(project / "particles.star")
     box, pixel = table.optics_groups[0].box_px, table.optics_groups[0].pixel_size_angstrom
-    models, saved = load_forward_models(run_directory / "forward_deformations" / "checkpoint_final.pth", box, pixel, device)
+    models, saved = load_forward_models(find_final_checkpoint(run_directory), box, pixel, device)
     latents_table = starfile.read(run_directory / "forward_deformations" / "latents.star")["particles"]
     validation = latents_table["rlnDynaMightIsValidation"].to_numpy().astype(bool)
     estimate = latents_table["rlnDynaMightErrorEstimate"].to_numpy()

@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.batches import load_batch
 from ..data.images import ParticleImages
 from ..data.particles import read_configured_particles
+from .layout import final_checkpoint_path
 from ..distributed import all_reduce_sum, barrier, from_main, shard
 from ..errors import InputError
 from ..model.gaussians import GaussianModel
@@ -72,8 +73,8 @@ def _new_state(config, gaussians: GaussianModel, movable, body, n_bodies, box, p
 
 def optimize_deformations(config, job: JobControl, deformation_masks: Path | None) -> None:
     device, main = start_process(config.gpu_id, config.n_threads)  # only the main process writes files
-    out = config.output_directory / "forward_deformations"
-    checkpoints = out / "checkpoints"
+    final = final_checkpoint_path(config.output_directory)
+    out, checkpoints = final.parent.parent, final.parent
     table = read_configured_particles(config)
     if len({(g.box_px, g.pixel_size_angstrom) for g in table.optics_groups}) > 1:
         raise InputError(f"{config.refinement_star_file}: optics groups have different box or pixel sizes; "
@@ -137,7 +138,7 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
             if main:
                 save_checkpoint(checkpoints / f"{epoch:03d}.pth", payload(epoch))
     if main:
-        save_checkpoint(out / "checkpoint_final.pth", payload(config.n_epochs - 1))
+        save_checkpoint(final, payload(config.n_epochs - 1))
     trained = {h: np.isin(np.arange(len(table)), train[h]) for h in (1, 2)}
     _write_latents(config, table, images, states, validation, trained, device, out, main)
     if writer is not None:
