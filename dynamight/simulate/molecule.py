@@ -9,6 +9,9 @@ hinge point at the box centre. Atoms sit at C-alpha spacing (1.5 Å rise, 100° 
 - ``interpolate``: every atom moves linearly from conformation A (the consensus) to conformation B
   (the moving domain rotated by 25° about ``x`` and shifted 4 Å) with a per-particle fraction.
 - ``none``: every particle is in the consensus conformation (the static twin of a dataset).
+
+:func:`branched_molecule` adds a long arm (for ``bend`` and ``two-hinges``). The motions
+themselves are in :mod:`dynamight.simulate.motions`.
 """
 
 from __future__ import annotations
@@ -18,17 +21,29 @@ from dataclasses import dataclass
 
 import torch
 
+from .motions import axis_angle_matrix, rotate_about  # noqa: F401  (axis_angle_matrix: for callers)
+
 HINGE_AXIS = (0.0, 1.0, 0.0)
 
 
 @dataclass
 class Molecule:
     """``positions_angstrom``: ``(n, 3)`` consensus atoms (xyz, Å from the box centre);
-    ``moving``: ``(n,)`` bool, atoms of the moving domain; ``hinge_point_angstrom``: ``(3,)``."""
+    ``moving``: ``(n,)`` bool, atoms that move; ``hinge_point_angstrom``: ``(3,)`` the (first)
+    hinge point; ``domain``: ``(n,)`` int, 0 for the fixed part, ``k`` for the ``k``-th moving part
+    (default: ``moving``); ``amplitudes``: ``(n,)`` peak densities (default 1)."""
 
     positions_angstrom: torch.Tensor
     moving: torch.Tensor
     hinge_point_angstrom: torch.Tensor
+    domain: torch.Tensor | None = None
+    amplitudes: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.domain is None:
+            self.domain = self.moving.long()
+        if self.amplitudes is None:
+            self.amplitudes = torch.ones(len(self.moving))
 
 
 def _helix(start: torch.Tensor, direction: torch.Tensor, n_residues: int, phase: float) -> torch.Tensor:
@@ -62,6 +77,19 @@ def _bundle(centre, axis, n_helices: int, radius: float, n_residues: int, seed: 
     return torch.cat(helices)
 
 
+def branched_molecule() -> Molecule:
+    """The molecule of the ``bend`` and ``two-hinges`` motions: the two-domain molecule's core and
+    swinging domain (domain 1) and a long three-helix arm (domain 2, about 56 Å) leaving the core
+    along ``y``; 322 atoms, centred (centroid at the box centre); about 80 Å long, fitting a
+    32-pixel box at 4 Å/px."""
+    base = two_domain_molecule()
+    arm = _bundle((-12.0, 40.0, 0.0), (0.0, 1.0, 0.0), 3, 5.0, 38, seed=3)
+    positions = torch.cat([base.positions_angstrom, arm])
+    domain = torch.cat([base.moving.long(), torch.full((len(arm),), 2)])
+    centre = positions.mean(0)
+    return Molecule(positions - centre, domain > 0, base.hinge_point_angstrom - centre, domain)
+
+
 def two_domain_molecule() -> Molecule:
     """The default molecule: about 60 Å across, 220 atoms, fitting a 64-pixel box at 2 Å/px."""
     fixed = _bundle((-12.0, 0.0, 0.0), (0.0, 0.0, 1.0), 6, 9.0, 24, seed=1)
@@ -71,33 +99,8 @@ def two_domain_molecule() -> Molecule:
     return Molecule(positions, mask, torch.tensor([3.0, 0.0, 2.0]))
 
 
-def axis_angle_matrix(axis, angle_rad: torch.Tensor) -> torch.Tensor:
-    """``(b,)`` angles about a fixed unit ``axis`` -> ``(b, 3, 3)`` rotation matrices (Rodrigues)."""
-    k = torch.tensor(axis, dtype=torch.float32)
-    k = k / k.norm()
-    kx = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    s, c = torch.sin(angle_rad)[:, None, None], torch.cos(angle_rad)[:, None, None]
-    return torch.eye(3) + s * kx + (1 - c) * (kx @ kx)
-
-
 def hinge_positions(molecule: Molecule, angle_deg: torch.Tensor) -> torch.Tensor:
-    """``(b,)`` hinge angles (degrees) -> ``(b, n, 3)`` atom positions."""
-    rot = axis_angle_matrix(HINGE_AXIS, torch.deg2rad(angle_deg.float()))
-    p = molecule.positions_angstrom - molecule.hinge_point_angstrom
-    rotated = torch.einsum("bij,nj->bni", rot, p) + molecule.hinge_point_angstrom
+    """``(b,)`` hinge angles (degrees) about ``y`` through the hinge point -> ``(b, n, 3)`` atom
+    positions (the moving domain rotated)."""
+    rotated = rotate_about(molecule.positions_angstrom, molecule.hinge_point_angstrom, HINGE_AXIS, angle_deg)
     return torch.where(molecule.moving[None, :, None], rotated, molecule.positions_angstrom[None])
-
-
-def conformation_b(molecule: Molecule) -> torch.Tensor:
-    """``(n, 3)`` the second conformation of the ``interpolate`` motion."""
-    rot = axis_angle_matrix((1.0, 0.0, 0.0), torch.tensor([math.radians(25.0)]))[0]
-    p = molecule.positions_angstrom - molecule.hinge_point_angstrom
-    moved = p @ rot.T + molecule.hinge_point_angstrom + torch.tensor([0.0, 4.0, 0.0])
-    return torch.where(molecule.moving[:, None], moved, molecule.positions_angstrom)
-
-
-def interpolated_positions(molecule: Molecule, fraction: torch.Tensor) -> torch.Tensor:
-    """``(b,)`` fractions in ``[0, 1]`` -> ``(b, n, 3)`` positions between conformations A and B."""
-    a, b = molecule.positions_angstrom, conformation_b(molecule)
-    f = fraction.float()[:, None, None]
-    return (1 - f) * a[None] + f * b[None]
