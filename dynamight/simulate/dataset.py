@@ -153,9 +153,8 @@ def simulate(output_directory: Path, n_particles: int = 1000, box_px: int = 64, 
         data = np.empty((len(stack_rows), box_px, box_px), dtype=np.float32)
         for start in range(stack_rows.start, stack_rows.stop, batch_size):
             batch = rows.iloc[start:min(start + batch_size, stack_rows.stop)]
-            images = clean_images(molecule, conformations(molecule, parts, factors.iloc[start:start + len(batch)]),
-                                  batch, box_px,
-                                  pixel_size_angstrom, **optics)
+            positions = conformations(molecule, parts, factors.iloc[start:start + len(batch)])
+            images = clean_images(molecule, positions, batch, box_px, pixel_size_angstrom, **optics)
             noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed * 100003 + start))
             data[start - stack_start:start - stack_start + len(batch)] = (images + noise_sigma * noise).numpy()
             if on_batch is not None:

@@ -101,7 +101,7 @@ def build(motion: Motion, atomic_model: Path | None = None, moving_chain: str | 
         point = hinge1.point if hinge1 else (0.0, 0.0, 0.0)
         m = Molecule(positions, domain > 0, torch.tensor(point), domain, amplitudes)
         arm = 1
-    if motion in ("two-hinges",) and int(m.domain.max()) < 2:
+    if motion == "two-hinges" and int(m.domain.max()) < 2:
         raise InputError("--motion two-hinges: the molecule has one moving part (use --molecule branched, "
                          "or --second-moving-chain with --atomic-model)")
     parts = {
