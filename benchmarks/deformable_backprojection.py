@@ -8,7 +8,12 @@ plain half-map FSC) and unregularised (plain weight division; ``relion_reconstru
 
     python benchmarks/deformable_backprojection.py [--n-particles 4000] [--n-epochs 30]
     python benchmarks/deformable_backprojection.py --from-run DIR   # DIR from deformation_accuracy.py --keep DIR
+    python benchmarks/deformable_backprojection.py --project P --twin T --run R   # any simulated project
     python benchmarks/deformable_backprojection.py --speed-only [--gpu-id 0]   # box 64 and 128
+
+Each map is scored merged and per half-set; with the project's solvent mask (``mask.mrc``) the
+regularised maps' Wiener term comes from the mask-corrected FSC, as ``dynamight reconstruct
+--mask-file`` and ``deformable-backprojection --mask-file`` make it.
 
 The speed part trains a small model briefly on 1,000 simulated particles at box 64 and at box 128
 (its accuracy does not matter there), then times the ``deformable-backprojection`` command in a
@@ -73,6 +78,46 @@ def speed(root: Path, gpu: str, n: int = 1000) -> None:
         print(line, flush=True)
 
 
+def band_scores(maps: dict, truth: torch.Tensor, masks: dict, box: int, pixel: float) -> dict:
+    """Band-mean FSC (10 Å to Nyquist) against ``truth`` inside each domain's mask, printed with crossings."""
+    low = int(round(box * pixel / 10))  # shell of 10 Å
+    band = {}
+    for name, volume in maps.items():
+        for domain, mask in masks.items():
+            curve = fsc(volume, truth, mask)
+            band[name, domain] = float(curve[low:].mean())
+            print(f"{name:44s} {domain:6s}: band mean {band[name, domain]:.3f}, FSC 0.5 at "
+                  f"{resolution_at(curve, box, pixel, 0.5):.2f} Å, 0.143 at {resolution_at(curve, box, pixel, 0.143):.2f} Å")
+    return band
+
+
+def gap_report(band: dict, parts: tuple[str, ...]) -> None:
+    """For each part (merged map, half 1, half 2): the share of the moving domain's gap between each
+    plain map and the static twin that the deformable map closes, and the fixed domain's change."""
+    comparisons = [("plain (ours)", "deformable", "static twin (ours)"),
+                   ("plain (ours, unregularised)", "deformable (unregularised)", "static twin (ours, unregularised)"),
+                   ("plain (relion_reconstruct --fsc)", "deformable", "static twin (ours)"),
+                   ("plain (relion_reconstruct, unregularised)", "deformable (unregularised)",
+                    "static twin (ours, unregularised)")]
+    for part in parts:
+        for plain_name, deformable_name, twin_name in comparisons:
+            names = [f"{n}{part}" if n.startswith(("plain (ours", "deformable", "static")) else n
+                     for n in (plain_name, deformable_name, twin_name)]
+            if any((n, "moving") not in band for n in names):
+                continue
+            plain_, deformable_, twin_ = names
+            gap = band[twin_, "moving"] - band[plain_, "moving"]
+            closed = band[deformable_, "moving"] - band[plain_, "moving"]
+            print(f"moving domain: {deformable_} closes {100 * closed / gap:.0f}% of the gap between {plain_} and "
+                  f"{twin_} (need >= 75%); fixed domain change {band[deformable_, 'fixed'] - band[plain_, 'fixed']:+.3f} "
+                  f"(need >= 0)")
+
+
+def maps_of(half_maps, name: str) -> dict:
+    """``{name: merged, name + ' half 1': ..., name + ' half 2': ...}`` of a :class:`HalfMaps`."""
+    return {name: half_maps.merged, f"{name} half 1": half_maps.half1, f"{name} half 2": half_maps.half2}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-particles", type=int, default=4000)
@@ -81,6 +126,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None)
     parser.add_argument("--from-run", type=Path, default=None,
                         help="use the project and trained run that deformation_accuracy.py --keep left here")
+    parser.add_argument("--project", type=Path, default=None, help="with --run and --twin: any simulated project")
+    parser.add_argument("--twin", type=Path, default=None, help="the static twin of --project")
+    parser.add_argument("--run", type=Path, default=None, help="optimize-deformations output of --project")
     parser.add_argument("--speed-only", action="store_true", help="only the seconds per particle at box 64 and 128")
     parser.add_argument("--gpu-id", default="-1", help="device of the speed part (default: the CPU)")
     args = parser.parse_args()
@@ -88,79 +136,71 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             speed(Path(tmp), args.gpu_id)
         return
-    box, pixel = 64, 2.0
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.from_run or args.keep or Path(tmp)
-        moving, twin, run = (root / "project", root / "twin", root / "run") if args.from_run else \
-            (root / "moving", root / "twin", root / "run")
-        n_particles = len(read_particles(moving / "particles.star")) if args.from_run else args.n_particles
-        for path, motion in ((moving, "hinge"), (twin, "none"))[1 if args.from_run else 0:]:
-            simulate(path, n_particles=n_particles, box_px=box, pixel_size_angstrom=pixel, snr=0.1,
-                     motion=motion, seed=1)
-        if not args.from_run:
-            assert dynamight(["optimize-deformations", "--refinement-star-file", str(moving / "particles.star"),
-                              "--output-directory", str(run), "--initial-model", str(moving / "map.mrc"),
-                              "--n-gaussians", str(args.n_gaussians), "--n-latent-dimensions", "2",
-                              "--n-epochs", str(args.n_epochs), "--batch-size", "64", "--gpu-id", "-1"]) == 0
-        assert dynamight(["optimize-inverse-deformations", str(run), "--n-epochs", "30", "--gpu-id", "-1"]) == 0
-        _, t_deformable = timed(lambda: dynamight(["deformable-backprojection", str(run), "--gpu-id", "-1"]))
-        table = read_particles(moving / "particles.star")
-        plain, t_plain = timed(lambda: reconstruct_half_maps(table, ParticleImages(table), torch.device("cpu")))
-        twin_table = read_particles(twin / "particles.star")
-        static = reconstruct_half_maps(twin_table, ParticleImages(twin_table), torch.device("cpu")).merged
-        maps = {"plain (ours)": plain.merged, "deformable": read_map(run / "backprojection" / "map.mrc").data,
-                "static twin (ours)": static}
-        # unregularised (plain weight division), to compare with relion_reconstruct, which has no Wiener term
-        maps["plain (ours, unregularised)"] = reconstruct_half_maps(table, ParticleImages(table), torch.device("cpu"),
-                                                                    regularise=False).merged
-        models, _ = load_forward_models(find_final_checkpoint(run), box, pixel,
-                                        torch.device("cpu"))
-        latents = read_latents(run / "forward_deformations" / "latents.star", table)
-        maps["deformable (unregularised)"] = deformable_half_maps(
-            table, ParticleImages(table), models, latents, torch.device("cpu"), 64, 2, Path(tmp),
-            regularise=False).merged
-        maps["static twin (ours, unregularised)"] = reconstruct_half_maps(
-            twin_table, ParticleImages(twin_table), torch.device("cpu"), regularise=False).merged
-        t_relion = None
-        if shutil.which("relion_reconstruct"):
-            t_relion = relion_reconstruct(moving, "relion.mrc")
-            maps["plain (relion_reconstruct, unregularised)"] = read_map(moving / "relion.mrc").data
-            unregularised = reconstruct_half_maps(table, ParticleImages(table), torch.device("cpu"), regularise=False)
-            fsc_star = Path(tmp) / "fsc.star"
-            # the table relion_reconstruct --fsc reads: rlnSpectralIndex, rlnGoldStandardFsc
-            starfile.write({"fsc": fsc_table({"rlnGoldStandardFsc": fsc(unregularised.half1, unregularised.half2)},
-                                             box, pixel)}, fsc_star, overwrite=True)
-            relion_reconstruct(moving, Path(tmp) / "relion_fsc.mrc", "--fsc", str(fsc_star))
-            maps["plain (relion_reconstruct --fsc)"] = read_map(Path(tmp) / "relion_fsc.mrc").data
-        truth = read_map(moving / "map.mrc").data
-        masks = {name: read_map(moving / "masks" / f"{name}_domain.mrc").data for name in ("moving", "fixed")}
-        low = int(round(box * pixel / 10))  # shell of 10 Å
-        band = {}
-        for name, volume in maps.items():
-            for domain, mask in masks.items():
-                curve = fsc(volume, truth, mask)
-                band[name, domain] = float(curve[low:].mean())
-                print(f"{name:28s} {domain:6s}: band mean {band[name, domain]:.3f}, FSC 0.5 at "
-                      f"{resolution_at(curve, box, pixel, 0.5):.2f} Å, 0.143 at {resolution_at(curve, box, pixel, 0.143):.2f} Å; "
-                      f"curve {np.round(curve.numpy()[::4], 3).tolist()}")
-        comparisons = [("plain (ours)", "deformable", "static twin (ours)"),
-                       ("plain (ours, unregularised)", "deformable (unregularised)", "static twin (ours, unregularised)"),
-                       ("plain (relion_reconstruct --fsc)", "deformable", "static twin (ours)"),
-                       ("plain (relion_reconstruct, unregularised)", "deformable (unregularised)",
-                        "static twin (ours, unregularised)")]
-        for plain_name, deformable_name, twin_name in comparisons:
-            if plain_name not in maps:
-                continue
-            gap = band[twin_name, "moving"] - band[plain_name, "moving"]
-            closed = band[deformable_name, "moving"] - band[plain_name, "moving"]
-            print(f"moving domain: {deformable_name} closes {100 * closed / gap:.0f}% of the gap between {plain_name} and "
-                  f"{twin_name} (need >= 50%); fixed domain change "
-                  f"{band[deformable_name, 'fixed'] - band[plain_name, 'fixed']:+.3f}")
-        n = n_particles
-        print(f"peak RSS of this process (every map above): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-        print(f"seconds per particle: deformable (whole command) {t_deformable / n:.4f}, plain (ours) {t_plain / n:.4f}"
-              + (f", relion_reconstruct {t_relion / n:.4f}; deformable / relion_reconstruct {t_deformable / t_relion:.1f}"
-                 if t_relion else ""))
+        if args.project:
+            moving, twin, run = args.project, args.twin, args.run
+        else:
+            root = args.from_run or args.keep or Path(tmp)
+            moving, twin, run = (root / "project", root / "twin", root / "run") if args.from_run else \
+                (root / "moving", root / "twin", root / "run")
+            n_particles = len(read_particles(moving / "particles.star")) if args.from_run else args.n_particles
+            for path, motion in ((moving, "hinge"), (twin, "none"))[1 if args.from_run else 0:]:
+                simulate(path, n_particles=n_particles, box_px=64, pixel_size_angstrom=2.0, snr=0.1,
+                         motion=motion, seed=1)
+            if not args.from_run:
+                assert dynamight(["optimize-deformations", "--refinement-star-file", str(moving / "particles.star"),
+                                  "--output-directory", str(run), "--initial-model", str(moving / "map.mrc"),
+                                  "--n-gaussians", str(args.n_gaussians), "--n-latent-dimensions", "2",
+                                  "--n-epochs", str(args.n_epochs), "--batch-size", "64", "--gpu-id", "-1"]) == 0
+        compare(moving, twin, run, Path(tmp))
+
+
+def compare(moving: Path, twin: Path, run: Path, tmp: Path) -> None:
+    """Every map of ``moving``'s particles (plain, deformable from ``run``, RELION's) and of the
+    static ``twin``, regularised and not, scored inside the moving and the fixed domain."""
+    cpu = torch.device("cpu")
+    table = read_particles(moving / "particles.star")
+    group = table.optics_groups[0]
+    box, pixel, n = group.box_px, group.pixel_size_angstrom, len(table)
+    mask_file = moving / "mask.mrc"
+    mask = read_map(mask_file).data
+    assert dynamight(["optimize-inverse-deformations", str(run), "--n-epochs", "30", "--gpu-id", "-1"]) == 0
+    _, t_deformable = timed(lambda: dynamight(["deformable-backprojection", str(run), "--gpu-id", "-1",
+                                               "--mask-file", str(mask_file)]))
+    out = run / "backprojection"
+    maps = {"deformable": read_map(out / "map.mrc").data, "deformable half 1": read_map(out / "map_half1.mrc").data,
+            "deformable half 2": read_map(out / "map_half2.mrc").data}
+    plain, t_plain = timed(lambda: reconstruct_half_maps(table, ParticleImages(table), cpu, mask=mask))
+    twin_table = read_particles(twin / "particles.star")
+    maps |= maps_of(plain, "plain (ours)")
+    maps |= maps_of(reconstruct_half_maps(twin_table, ParticleImages(twin_table), cpu, mask=mask), "static twin (ours)")
+    # unregularised (plain weight division), to compare with relion_reconstruct, which has no Wiener term
+    unregularised = reconstruct_half_maps(table, ParticleImages(table), cpu, regularise=False)
+    maps |= maps_of(unregularised, "plain (ours, unregularised)")
+    models, _ = load_forward_models(find_final_checkpoint(run), box, pixel, cpu)
+    latents = read_latents(run / "forward_deformations" / "latents.star", table)
+    maps |= maps_of(deformable_half_maps(table, ParticleImages(table), models, latents, cpu, 64, 2, tmp,
+                                         regularise=False), "deformable (unregularised)")
+    maps |= maps_of(reconstruct_half_maps(twin_table, ParticleImages(twin_table), cpu, regularise=False),
+                    "static twin (ours, unregularised)")
+    t_relion = None
+    if shutil.which("relion_reconstruct"):
+        t_relion = relion_reconstruct(moving, tmp / "relion.mrc")
+        maps["plain (relion_reconstruct, unregularised)"] = read_map(tmp / "relion.mrc").data
+        fsc_star = tmp / "fsc.star"
+        # the table relion_reconstruct --fsc reads: rlnSpectralIndex, rlnGoldStandardFsc
+        starfile.write({"fsc": fsc_table({"rlnGoldStandardFsc": fsc(unregularised.half1, unregularised.half2)},
+                                         box, pixel)}, fsc_star, overwrite=True)
+        relion_reconstruct(moving, tmp / "relion_fsc.mrc", "--fsc", str(fsc_star))
+        maps["plain (relion_reconstruct --fsc)"] = read_map(tmp / "relion_fsc.mrc").data
+    truth = read_map(moving / "map.mrc").data
+    masks = {name: read_map(moving / "masks" / f"{name}_domain.mrc").data for name in ("moving", "fixed")}
+    band = band_scores(maps, truth, masks, box, pixel)
+    gap_report(band, ("", " half 1", " half 2"))
+    print(f"peak RSS of this process (every map above): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"seconds per particle: deformable (whole command) {t_deformable / n:.4f}, plain (ours) {t_plain / n:.4f}"
+          + (f", relion_reconstruct {t_relion / n:.4f}; deformable / relion_reconstruct {t_deformable / t_relion:.1f}"
+             if t_relion else ""))
 
 
 if __name__ == "__main__":

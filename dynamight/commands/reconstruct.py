@@ -23,7 +23,7 @@ class Config(StepConfig, ParticleFileOptions):
     refinement_star_file: Path = Field(description="particle STAR file (RELION 3.0 to 5) with poses and CTF, or a "
                                                    "cryoSPARC particles .cs file")
     output_directory: Path = Field(description="where half1.mrc, half2.mrc, map.mrc and fsc.star are written")
-    mask_file: Path | None = Field(None, description="soft mask for the masked FSC")
+    mask_file: Path | None = Field(None, description="solvent mask: the FSC (and the Wiener term) is the mask-corrected one")
     batch_size: int = Field(128, ge=1, description="particles per batch")
     preload_images: bool = Field(False, description="read all images into memory first")
     seed: int = Field(0, description="seed for the half-set split when the STAR file has no rlnRandomSubset")
@@ -41,5 +41,5 @@ def run(config: Config, job: JobControl) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_config(out / "config.json", config)
     with progress(job, "reconstructing", len(table)) as advance:
-        maps = reconstruct_half_maps(table, images, device, config.batch_size, on_batch=advance)
+        maps = reconstruct_half_maps(table, images, device, config.batch_size, on_batch=advance, mask=mask)
     write_half_maps(out, maps, ("half1.mrc", "half2.mrc", "map.mrc"), mask)
