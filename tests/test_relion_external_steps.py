@@ -159,7 +159,7 @@ def test_train_publishes_checkpoint_and_particles(chain):
     assert filecmp.cmp(job / "checkpoint.pth", forward / "checkpoints" / "checkpoint_final.pth", shallow=False)
     for name in ("latents.star", "particles.star"):  # latents.star beside checkpoint.pth for the later steps
         assert filecmp.cmp(job / name, forward / "latents.star", shallow=False), name
-    assert sorted(p.name for p in (forward / "checkpoints").glob("*.pth")) == ["000.pth", "001.pth"]
+    assert sorted(p.name for p in (forward / "checkpoints").glob("*.pth")) == ["000.pth", "001.pth", "checkpoint_final.pth"]
     blocks = starfile.read(job / "particles.star", always_dict=True)
     particles = blocks["particles"]
     assert "optics" in blocks and len(particles) == 200
@@ -224,7 +224,7 @@ def test_continue_after_success_resumes_without_retraining(copied):
     assert "continuing this job" in log and "training had finished" in log and "epoch 1/2" not in log
     for path in kept:
         assert path.stat().st_mtime_ns == stamps[path], path  # nothing retrained, nothing rewritten
-    assert sorted(p.name for p in (forward / "checkpoints").glob("*.pth")) == ["000.pth", "001.pth"]
+    assert sorted(p.name for p in (forward / "checkpoints").glob("*.pth")) == ["000.pth", "001.pth", "checkpoint_final.pth"]
     assert nodes(project, "train")["External/job012/particles.star"] == ("ParticlesData.star.relion", 3)
 
     since = len((project / JOBS["invert"] / "run.out").read_text())
