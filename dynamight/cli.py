@@ -17,6 +17,7 @@ from pathlib import Path
 from . import __version__
 from .commands.options import add_config_arguments, build_config
 from .errors import InputError
+from .lock import locked_directory, output_lock
 from .distributed import finish, launch_from_environment
 from .runtime import JobAborted, JobControl, Terminated, format_error, setup_logging
 
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             args = vars(build_parser().parse_args(argv))
             module = importlib.import_module(f".commands.{COMMANDS[args['command']]}", __package__)
             config = build_config(module.Config, args)
-            module.run(config, job)
+            with output_lock(locked_directory(config)):  # one run per output directory
+                module.run(config, job)
     except SystemExit as exc:
         return int(exc.code or 0)
     except JobAborted:  # rank 0 of a distributed run wrote RELION_JOB_EXIT_ABORTED

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from . import __version__
 from .distributed import any_rank, initialise, launch_from_environment
-from .errors import InputError
+from .errors import DISK_FULL, InputError, OutputDirectoryBusy, disk_full
 
 log = logging.getLogger("dynamight")
 
@@ -128,6 +128,10 @@ class JobControl:
             self._touch(EXIT_ABORTED)
             (self.directory / ABORT_NOW).unlink(missing_ok=True)
             return
+        except OutputDirectoryBusy as exc:  # the exit files there are the running job's
+            if exc.directory.resolve() != self.directory.resolve():
+                self._touch(EXIT_FAILURE)
+            raise
         except BaseException:
             self._touch(EXIT_FAILURE)
             raise
@@ -201,7 +205,9 @@ def save_config(path: Path, config: BaseModel, argv: list[str] | None = None) ->
 
 
 def format_error(exc: BaseException) -> str:
-    """One line for a user mistake; the full traceback for anything else."""
+    """One line for a user mistake or a full disk; the full traceback for anything else."""
     if isinstance(exc, InputError):
         return f"ERROR: {exc}"
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return f"ERROR: {disk_full(exc.filename or 'an output file', exc.errno)}"
     return "".join(traceback.format_exception(exc))

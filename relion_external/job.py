@@ -8,7 +8,9 @@
 
 Exit files, abort requests and SIGTERM are :class:`dynamight.runtime.JobControl`'s (the ``dynamight``
 command uses the same): exactly one of SUCCESS, FAILURE, ABORTED on every way out. Exit status: 0
-success or abort, 1 bad input or crash, 143 SIGTERM, 130 Ctrl-C.
+success or abort, 1 bad input or crash, 143 SIGTERM, 130 Ctrl-C. A second run in the same job
+directory while one runs is refused (:mod:`dynamight.lock`) and leaves the running job's exit files
+alone.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Callable
 from dynamight import __version__
 from dynamight.errors import InputError
 from dynamight.distributed import finish, launch_from_environment
+from dynamight.lock import output_lock
 from dynamight.runtime import JobAborted, JobControl, Terminated, format_error, setup_logging
 
 from .logfile import Report, write_logfile
@@ -76,7 +79,7 @@ def run_step(spec: StepSpec, step: StepFunction, argv: list[str] | None = None) 
     control = JobControl(exit_file_directory(argv) if main_process else None)
     setup_logging(quiet=not main_process)
     try:
-        with control.lifecycle():
+        with control.lifecycle(), output_lock(flag_value(argv, "--o")):  # one run per job directory
             log.info("%s %s", spec.executable, " ".join(argv))
             if control.directory is not None:  # a stale declaration must not outlive a failed rerun
                 (control.directory / NODES_FILE).unlink(missing_ok=True)
@@ -103,11 +106,15 @@ def run_step(spec: StepSpec, step: StepFunction, argv: list[str] | None = None) 
 def exit_file_directory(argv: list[str]) -> Path | None:
     """``--pipeline_control DIR`` if given, else ``--o DIR`` (an External job's directory is where
     RELION waits for the exit files, even when it appended no ``--pipeline_control``)."""
-    for flag in ("--pipeline_control", "--o"):
-        if flag in argv[:-1]:
-            value = argv[argv.index(flag) + 1]
-            if not value.startswith("--"):
-                return Path(value)
+    return flag_value(argv, "--pipeline_control") or flag_value(argv, "--o")
+
+
+def flag_value(argv: list[str], flag: str) -> Path | None:
+    """The path after ``flag`` in ``argv`` before parsing (``None`` if absent or empty)."""
+    if flag in argv[:-1]:
+        value = argv[argv.index(flag) + 1]
+        if not value.startswith("--"):
+            return Path(value)
     return None
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -17,9 +18,12 @@ VERSION = 1
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Write ``{"format", "version", **payload}`` to ``path`` atomically (``payload`` may set its own
-    ``format``)."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
+    ``format``), on disk before it replaces ``path``. A full disk stops with one line naming ``path``
+    and leaves the previous file as it was (:func:`~dynamight.data.files.atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:  # a file object: write errors keep their errno
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, file)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def load_checkpoint(path: Path, expected_format: str = FORMAT) -> dict:
