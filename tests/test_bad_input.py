@@ -61,6 +61,20 @@ def _break_nan(project):
     return "particles_0000.mrcs", "NaN"
 
 
+def _break_nan_angle(project):
+    def edit(raw):
+        raw["particles"].loc[6, "rlnAngleTilt"] = np.nan
+    _edit_star(project, edit)
+    return "particles.star", "particle row 7 (000007@"
+
+
+def _break_nan_origin(project):
+    def edit(raw):
+        raw["particles"].loc[9, "rlnOriginXAngst"] = np.nan
+    _edit_star(project, edit)
+    return "particles.star", "row 10 (000010@"
+
+
 def _break_missing_file(project):
     (project / "particles.star").unlink()
     return "particles.star", "not found"
@@ -84,7 +98,7 @@ def _break_missing_stack(project):
 
 @pytest.mark.parametrize("breaker", [
     _break_missing_file, _break_missing_column, _break_index, _break_dimensionality, _break_optics, _break_nan,
-    _break_mask_box, _break_mask_pixel, _break_missing_stack,
+    _break_nan_angle, _break_nan_origin, _break_mask_box, _break_mask_pixel, _break_missing_stack,
 ])
 def test_bad_input_fails_clearly(project, tmp_path, breaker, caplog):
     file_name, expected = breaker(project)
@@ -97,6 +111,16 @@ def test_bad_input_fails_clearly(project, tmp_path, breaker, caplog):
     assert file_name in errors[0] and expected in errors[0], errors[0]
     assert sorted(p.name for p in job.glob("RELION_JOB_EXIT_*")) == ["RELION_JOB_EXIT_FAILURE"]
     assert not (job / "map.mrc").exists()
+
+
+def test_missing_random_subset_is_a_warning(project, tmp_path, caplog):
+    def edit(raw):
+        raw["particles"] = raw["particles"].drop(columns=["rlnRandomSubset"])
+    _edit_star(project, edit)
+    assert main(["reconstruct", "--refinement-star-file", str(project / "particles.star"), "--output-directory",
+                 str(tmp_path / "job"), "--gpu-id", "-1"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("rlnRandomSubset" in w for w in warnings), warnings
 
 
 def test_wrong_flag_still_leaves_one_exit_file(tmp_path, capsys):

@@ -293,6 +293,11 @@ def _half_sets(path: Path, df: pd.DataFrame, seed: int) -> np.ndarray:
 
 
 def _check_finite(table: ParticleTable) -> None:
+    """Refuse NaN or infinite poses, origins or defocus, naming the first such particle row."""
     for name in ("angles_deg", "origins_angstrom", "defocus_u_angstrom", "defocus_v_angstrom", "defocus_angle_deg"):
-        if not np.isfinite(getattr(table, name)).all():
-            raise InputError(f"{table.star_path}: non-finite values in the particle metadata ({name})")
+        values = getattr(table, name)
+        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise InputError(f"{table.star_path}: particle row {row + 1} ({table.particles['rlnImageName'].iloc[row]}) has "
+                             f"non-finite {name.replace('_', ' ')} ({int(bad.sum())} row(s) in all); expected numbers")
