@@ -2,6 +2,6 @@
 
 ``latents`` (which particles, which codes) -> ``decoding`` (codes -> deformed Gaussians -> maps)
 -> ``space`` (the embedding and the per-particle properties, shared with the viewer) ->
-``report`` (clusters, maps, movies, STAR subsets, plots: the ``--headless`` run).
+``report`` (clusters, maps, movies, particle subsets, plots: the ``--headless`` run).
 Nothing here imports napari or Qt.
 """

@@ -30,12 +30,14 @@ class ConformationDecoder:
         pixel_size_angstrom: voxel size, Å.
         n_latent: latent dimensions ``l``.
         device: where the decoders run (maps come back on the CPU).
+        config: the training run's config (the checkpoint's; ``{}`` when unknown): which particle
+            file and atomic model it used.
     """
 
     def __init__(self, models: dict[int, ForwardModel], box_px: int, pixel_size_angstrom: float, n_latent: int,
-                 device: torch.device):
+                 device: torch.device, config: dict | None = None):
         self.models, self.box_px, self.pixel_size_angstrom = models, box_px, pixel_size_angstrom
-        self.n_latent, self.device = n_latent, device
+        self.n_latent, self.device, self.config = n_latent, device, dict(config or {})
 
     @classmethod
     def load(cls, checkpoint: Path, box_px: int, pixel_size_angstrom: float,
@@ -46,7 +48,8 @@ class ConformationDecoder:
         except RuntimeError as exc:  # state dicts of another box size
             raise InputError(f"{checkpoint}: its models do not fit a box of {box_px} px at {pixel_size_angstrom:g} "
                              f"Å/px (the particles'): {str(exc).splitlines()[0]}") from exc
-        return cls(models, box_px, pixel_size_angstrom, int(saved["config"]["n_latent_dimensions"]), device)
+        return cls(models, box_px, pixel_size_angstrom, int(saved["config"]["n_latent_dimensions"]), device,
+                   saved["config"])
 
     def consensus(self, half: int) -> torch.Tensor:
         """``(n, 3)`` consensus Gaussian centres of ``half``'s model, Å from the box centre (CPU)."""

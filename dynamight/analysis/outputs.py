@@ -1,5 +1,5 @@
-"""Files of the analysis: STAR subsets of particles, the latent space as a STAR file, maps and
-movies as MRC files."""
+"""Files of the analysis: the latent space as a STAR file, maps and movies as MRC files (particle
+subsets: :mod:`.subsets`)."""
 
 from __future__ import annotations
 
@@ -7,28 +7,13 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import starfile
 import torch
 
-from ..data.files import atomic_path
 from ..data.volumes import write_map
 from .embedding import Embedding
 from .latents import LatentSet
 from .properties import PROPERTIES
-
-
-def _write_star(path: Path, particles: pd.DataFrame, optics: pd.DataFrame | None) -> None:
-    blocks = {"optics": optics, "particles": particles} if optics is not None else {"particles": particles}
-    with atomic_path(path) as tmp:
-        starfile.write(blocks, tmp, overwrite=True)
-
-
-def write_subset(path: Path, latents: LatentSet, members: np.ndarray) -> int:
-    """Write particles ``members`` (indices into the set) as a RELION particle STAR file: the input
-    particles' rows and columns, optics table kept. Returns the number of particles written."""
-    _write_star(path, latents.input_particles(members), latents.table.optics)
-    return len(members)
+from .subsets import write_star
 
 
 def write_latent_space(path: Path, latents: LatentSet, embedding: Embedding, properties: dict[str, np.ndarray],
@@ -49,7 +34,7 @@ def write_latent_space(path: Path, latents: LatentSet, embedding: Embedding, pro
     if latents.half_set == 0 and common_z is not None:
         for k in range(common_z.shape[1]):
             frame[f"rlnDynaMightCommonLatent{k + 1}"] = common_z[:, k]
-    _write_star(path, frame, latents.table.optics)
+    write_star(path, frame, latents.table.optics)
 
 
 def write_movie(directory: Path, volumes: list[torch.Tensor], pixel_size_angstrom: float) -> list[Path]:

@@ -8,7 +8,8 @@ can share a directory)::
     <report>/embedding_<property>.png   the embedding coloured by each property; embedding.pdf: all
     <root>/maps/<prefix>consensus.mrc   the undeformed Gaussians
     <root>/maps/<prefix>cluster_NN.mrc  the Gaussians deformed by cluster NN's centre code
-    <root>/subsets/<prefix>cluster_NN.star  cluster NN's particles (input columns, optics kept)
+    <root>/subsets/<prefix>cluster_NN.star  cluster NN's particles in the input's format (RELION
+                                        input: STAR, input columns, optics kept; cryoSPARC: .cs)
     <root>/movies/<prefix>pc1/frame_000.mrc ...  -2 to +2 std along the first principal direction (pc2 too)
 """
 
@@ -22,9 +23,10 @@ import numpy as np
 
 from ..data.volumes import write_map
 from ..runtime import JobControl
-from .outputs import write_latent_space, write_movie, write_subset
+from .outputs import write_latent_space, write_movie
 from .plots import write_embedding_plots
 from .space import LatentSpace
+from .subsets import write_subset
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,8 @@ def write_report(space: LatentSpace, root: Path, report: Path, n_frames: int = 1
         write_map(path, space.volume(space.code_positions(centre[None])[0]), pixel)
         files.cluster_maps.append(path)
         if len(members):  # k-means can leave a cluster empty: no particles, no file
-            subset = root / "subsets" / f"{prefix}cluster_{k + 1:02d}.star"
-            write_subset(subset, latents, members)
+            subset = root / "subsets" / f"{prefix}cluster_{k + 1:02d}{space.source.suffix}"
+            write_subset(subset, latents, members, space.source)
             files.subsets.append(subset)
         job.check_abort()
     for direction in range(2 if latents.n_latent > 1 else 1):

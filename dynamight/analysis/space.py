@@ -23,6 +23,7 @@ from .decoding import ConformationDecoder, matched_codes
 from .embedding import Embedding, embed
 from .latents import LatentSet, find_latents_file, read_latent_set
 from .properties import particle_properties
+from .subsets import ParticleSource
 
 log = logging.getLogger(__name__)
 MATCH_POOL = 2000  # at most this many half-1 codes as starting points for matching half-2 particles
@@ -75,6 +76,11 @@ class LatentSpace:
     def positions_at(self, points: np.ndarray) -> torch.Tensor:
         """``(p, 2)`` points of the embedding -> ``(p, n, 3)`` Gaussian centres, Å."""
         return self.code_positions(self.embedding.to_latent(points))
+
+    @property
+    def source(self) -> ParticleSource:
+        """The particle file the run was trained on (subsets are written in its format)."""
+        return ParticleSource.from_config(self.decoder.config)
 
     def volume(self, positions: torch.Tensor, half: int | None = None) -> torch.Tensor:
         """``(n, 3)`` Gaussian centres, Å -> ``(d, d, d)`` map."""

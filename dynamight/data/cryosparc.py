@@ -18,6 +18,10 @@ there). Blob paths are relative to the cryoSPARC project directory (``--cs-proje
 without one, each path is looked for under the folder two levels above the ``.cs`` (the project
 folder of ``<project>/J12/J12_particles.cs``), then the ``.cs``'s own folder, then the working
 directory; a leading ``>`` (exported jobs) is dropped.
+
+Each particle's ``uid`` is kept as the column ``rlnDynaMightCryosparcUid`` (``UID_COLUMN``; it travels to
+``latents.star``), so that a subset can be taken from the original ``.cs`` by uid
+(:mod:`dynamight.analysis.subsets`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 CS_SUFFIX = ".cs"
 POSE, SHIFT, SPLIT, ALIGNMENT_PIXEL = ("alignments3D/pose", "alignments3D/shift", "alignments3D/split",
                                        "alignments3D/psize_A")
+UID_COLUMN = "rlnDynaMightCryosparcUid"  # the particle's cryoSPARC uid (uint64), carried through training
 REQUIRED_FIELDS = ("blob/path", "blob/idx", "blob/shape", "blob/psize_A")
 # cryoSPARC field -> (RELION column, factor)
 CTF_FIELDS = {"ctf/df1_A": ("rlnDefocusU", 1.0), "ctf/df2_A": ("rlnDefocusV", 1.0),
@@ -50,7 +55,8 @@ def is_cryosparc_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() == CS_SUFFIX
 
 
-def _load(path: Path) -> dict[str, np.ndarray]:
+def load_dataset(path: Path):
+    """The ``cryosparc.dataset.Dataset`` of a ``.cs`` file (raises ``InputError`` naming the file)."""
     try:
         from cryosparc.dataset import Dataset
     except ImportError as exc:
@@ -59,9 +65,13 @@ def _load(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise InputError(f"{path}: cryoSPARC particle file not found")
     try:
-        dataset = Dataset.load(path)
+        return Dataset.load(path)
     except Exception as exc:  # numpy and cryosparc-tools raise several types on foreign files
         raise InputError(f"{path}: not a readable cryoSPARC .cs file ({exc})") from exc
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    dataset = load_dataset(path)
     return {field: np.asarray(dataset[field]) for field in dataset.fields()}
 
 
@@ -171,6 +181,8 @@ def read_cryosparc_tables(cs_path: str | Path, passthrough: str | Path | None = 
     for field, (column, factor) in CTF_FIELDS.items():
         if field in fields:
             particles[column] = fields[field].astype(np.float64) * factor
+    if "uid" in fields:
+        particles[UID_COLUMN] = fields["uid"].astype(np.uint64)
     if SPLIT in fields:
         particles["rlnRandomSubset"] = fields[SPLIT].astype(np.int64) + 1
     optics_keys = {"rlnImagePixelSize": pixel, "rlnImageSize": fields["blob/shape"].reshape(n, -1)[:, -1].astype(np.int64),

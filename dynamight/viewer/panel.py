@@ -20,7 +20,7 @@ from ..analysis.properties import PROPERTIES
 from .state import ACTIONS, REPRESENTATIONS, ExplorerState
 
 ACTION_LABELS = {"click": "click: show a particle", "trajectory": "draw a trajectory: movie",
-                 "count": "draw a region: count particles", "subset": "draw a region: write a STAR subset"}
+                 "count": "draw a region: count particles", "subset": "draw a region: write a subset"}
 
 
 class EmbeddingPanel(QWidget):

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from matplotlib.path import Path as Polygon
 
-from ..analysis.outputs import next_numbered, write_movie, write_subset
+from ..analysis.outputs import next_numbered, write_movie
 from ..analysis.report import prefix_of
 from ..analysis.space import LatentSpace
+from ..analysis.subsets import write_subset
 from ..data.volumes import write_map
 
 ACTIONS = ("click", "trajectory", "count", "subset")
@@ -138,10 +139,12 @@ class ExplorerState:
         return self.last_count
 
     def write_subset(self, polygon: np.ndarray) -> Path:
-        """Write the particles inside the polygon as ``subsets/<prefix>region_NNN.star``."""
-        members = self.members(polygon)
-        path = next_numbered(self.output_directory / "subsets", f"{self.prefix}region", ".star")
-        self.last_region, self.last_count = np.asarray(polygon), write_subset(path, self.space.latents, members)
+        """Write the particles inside the polygon as ``subsets/<prefix>region_NNN.star`` (or ``.cs``
+        for a cryoSPARC run: the input's format, :mod:`dynamight.analysis.subsets`)."""
+        members, source = self.members(polygon), self.space.source
+        path = next_numbered(self.output_directory / "subsets", f"{self.prefix}region", source.suffix)
+        self.last_region = np.asarray(polygon)
+        self.last_count = write_subset(path, self.space.latents, members, source)
         self.last_written = [path]
         self.message = f"wrote {self.last_count} particles to {path}"
         return path
