@@ -4,9 +4,10 @@ GUI: External job, "External executable" ``relion_dynamight_explore``, no input 
 (label / value) ``checkpoint`` (the train job's ``checkpoint.pth``; its latent codes are read from
 the ``latents.star`` or ``particles.star`` beside it), ``half_set`` (1, 2, or 0 for the validation
 set), ``gpu_id``. Writes ``latent_space.star`` and ``logfile.pdf`` (the embedding coloured by each
-property) in the job directory, plus the plots, ``maps/`` (one map per k-means cluster),
-``subsets/`` (one particle STAR file per cluster) and ``movies/`` (maps along the two main latent
-directions). A continued job recomputes.
+property) in the job directory, plus the plots, ``maps/`` (one map per k-means cluster, with its
+deformed model as PDB and mmCIF), ``subsets/`` (one particle file per cluster: STAR, or ``.cs`` for
+cryoSPARC particles) and ``movies/`` (maps along the two main latent directions, with a multi-model
+PDB/mmCIF each). A continued job recomputes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def run(context: StepContext) -> Report:
     report.lines += [f"latents: {space.latents.table.star_path}",
                      f"cluster maps: {', '.join(str(p.relative_to(context.directory)) for p in files.cluster_maps)}",
                      f"cluster subsets: {', '.join(str(p.relative_to(context.directory)) for p in files.subsets)}",
+                     f"deformed models ({'atomic model' if space.models.atomic else 'Gaussians as pseudo-atoms'}): "
+                     f"{len(files.models)} files (.pdb, .cif) beside the maps",
                      "movies: " + ", ".join(f"{frames[0].parent.relative_to(context.directory)}/ ({len(frames)} frames)"
                                            for frames in files.movies.values())]
     report.figures = embedding_figures(space.embedding.coords, space.properties, space.embedding.method)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 
+import gemmi
 import mrcfile
 import numpy as np
 import pytest
@@ -62,10 +63,13 @@ def test_headless_writes_the_whole_analysis(run, half_set):
         names += list(expected)
         with mrcfile.open(out / "maps" / f"{prefix}cluster_{k:02d}.mrc") as mrc:
             assert mrc.data.shape == (32, 32, 32) and abs(float(mrc.voxel_size.x) - 4.0) < 1e-4
+        model = gemmi.read_structure(str(out / "maps" / f"{prefix}cluster_{k:02d}.cif"))  # the 150 Gaussians as pseudo-atoms
+        assert len(model) == 1 and model[0].count_atom_sites() == 150
     assert sorted(names) == sorted(chosen["rlnImageName"])
     for pc in ("pc1", "pc2"):
         frames = sorted((out / "movies" / f"{prefix}{pc}").glob("frame_*.mrc"))
         assert [f.name for f in frames] == [f"frame_{i:03d}.mrc" for i in range(10)]
+        assert len(gemmi.read_structure(str(out / "movies" / f"{prefix}{pc}" / "model.pdb"))) == 10
 
 
 @needs_relion("relion_reconstruct")

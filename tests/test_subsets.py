@@ -110,7 +110,8 @@ def test_relion_reconstructs_a_region_subset(tiny_project, tmp_path):
     target = tiny_project / f"subset_{tmp_path.name}.star"  # stack paths are relative to the project
     target.write_bytes(path.read_bytes())
     try:
-        run_relion(["relion_reconstruct", "--i", target.name, "--o", str(tmp_path / "x.mrc"), "--ctf"], cwd=tiny_project)
+        run_relion(["relion_reconstruct", "--i", target.name, "--o", str(tmp_path / "x.mrc"), "--ctf"],
+                   cwd=tiny_project)
     finally:
         target.unlink()
     assert mrcfile.read(tmp_path / "x.mrc").shape == (32, 32, 32)

@@ -3,6 +3,7 @@ trajectories, regions, subsets, saving, and the dropdowns (no napari, no display
 
 from __future__ import annotations
 
+import gemmi
 import mrcfile
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from dynamight.analysis.space import analyse
 from dynamight.model.render import render_volume
 from dynamight.simulate.dataset import simulate
 from dynamight.simulate.evaluate import true_hinge_displacements
+from dynamight.training.setup import centred_atoms
 from dynamight.viewer.state import ExplorerState, resample_path
 
 from .test_analysis_support import HINGE_DEG_PER_UNIT, hinge_decoder, hinge_latents
@@ -80,9 +82,12 @@ def test_trajectory_is_a_movie_along_the_drawn_path(spaces, project, tmp_path):
     rows = space.latents.rows[[low, high]]
     assert abs(degrees[0] - angles[rows[0]]) < 5 and abs(degrees[-1] - angles[rows[1]]) < 5  # from one end to the other
     paths = state.save()
-    assert [p.name for p in paths] == [f"frame_{k:03d}.mrc" for k in range(7)]
-    assert paths[0].parent == tmp_path / "movies" / "half1_movie_001"
+    assert [p.name for p in paths] == [f"frame_{k:03d}.mrc" for k in range(7)] + ["model.pdb", "model.cif"]
+    assert {p.parent for p in paths} == {tmp_path / "movies" / "half1_movie_001"}
     assert np.allclose(mrcfile.read(paths[3]), shown.volumes[3].numpy())
+    movie = gemmi.read_structure(str(paths[-2]))  # the Gaussians as pseudo-atoms (no atomic model), one model per frame
+    assert len(movie) == 7 and movie[0].count_atom_sites() == shown.positions.shape[1]
+    assert torch.allclose(centred_atoms(movie, 32, 4.0, model=3), shown.positions[3], atol=2e-3)
 
 
 @pytest.mark.parametrize("half_set", [1, 0])
@@ -127,14 +132,16 @@ def test_dropdowns_save_and_representation(spaces, tmp_path):
     state.click(spaces[0].embedding.coords[0])
     assert state.display().volumes is None and state.display(with_volumes=True).volumes.shape == (1, 32, 32, 32)
     first, second = state.save(), state.save()
-    assert [p.name for p in first + second] == ["validation_map_001.mrc", "validation_map_002.mrc"]
+    assert [p.name for p in first + second] == [f"validation_map_00{k}.{s}" for k in (1, 2) for s in ("mrc", "pdb", "cif")]
     assert np.allclose(mrcfile.read(first[0]), state.display(with_volumes=True).volumes[0].numpy())
+    model = gemmi.read_structure(str(first[2]))  # the model beside the map: the clicked particle's Gaussians
+    assert len(model) == 1 and torch.allclose(centred_atoms(model, 32, 4.0), state.display().positions[0], atol=2e-3)
     state.set_action("click")
     state.finish_shape(np.array([[0.0, 0.0], spaces[0].embedding.coords[5]]))
     assert state.selected == state.nearest(spaces[0].embedding.coords[5])
     state.set_action("trajectory")  # half-set 0: movies through the common (half 1) space
     state.finish_shape(spaces[0].embedding.coords[[0, 7]])
-    frames = state.save()
+    frames = state.save()[:-2]
     assert len(frames) == 10 and frames[0].parent.name == "validation_movie_001"
     assert np.allclose(mrcfile.read(frames[-1]), state.display(with_volumes=True).volumes[-1].numpy())
 

@@ -37,6 +37,9 @@ def write_latent_space(path: Path, latents: LatentSet, embedding: Embedding, pro
     write_star(path, frame, latents.table.optics)
 
 
+MOVIE_MODEL = "model"  # a movie's deformed models: <movie folder>/model.pdb, model.cif (one model per frame)
+
+
 def write_movie(directory: Path, volumes: list[torch.Tensor], pixel_size_angstrom: float) -> list[Path]:
     """``(d, d, d)`` frames -> ``directory/frame_000.mrc``... (stale frames of an earlier movie
     removed first). Returns the paths in order."""

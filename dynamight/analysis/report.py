@@ -11,6 +11,9 @@ can share a directory)::
     <root>/subsets/<prefix>cluster_NN.star  cluster NN's particles in the input's format (RELION
                                         input: STAR, input columns, optics kept; cryoSPARC: .cs)
     <root>/movies/<prefix>pc1/frame_000.mrc ...  -2 to +2 std along the first principal direction (pc2 too)
+
+Beside every map, its deformed model (:mod:`.deformed_models`): ``<prefix>consensus.pdb/.cif``,
+``<prefix>cluster_NN.pdb/.cif``, and in each movie's folder ``model.pdb/.cif`` (one model per frame).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 
 from ..data.volumes import write_map
 from ..runtime import JobControl
-from .outputs import write_latent_space, write_movie
+from .outputs import MOVIE_MODEL, write_latent_space, write_movie
 from .plots import write_embedding_plots
 from .space import LatentSpace
 from .subsets import write_subset
@@ -47,6 +50,7 @@ class ReportFiles:
     subsets: list[Path] = field(default_factory=list)
     movies: dict[str, list[Path]] = field(default_factory=dict)
     consensus_map: Path | None = None
+    models: list[Path] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
 
 
@@ -64,13 +68,17 @@ def write_report(space: LatentSpace, root: Path, report: Path, n_frames: int = 1
     files = ReportFiles(star, pngs, pdf)
     job.check_abort()
     pixel = space.pixel_size_angstrom
+    consensus = space.decoder.consensus(space.reference_half)
     files.consensus_map = root / "maps" / f"{prefix}consensus.mrc"
-    write_map(files.consensus_map, space.volume(space.decoder.consensus(space.reference_half)), pixel)
+    write_map(files.consensus_map, space.volume(consensus), pixel)
+    files.models += space.models.write(files.consensus_map.with_suffix(""), consensus[None], consensus)
     for k, centre in enumerate(space.centres):
         members = np.flatnonzero(space.labels == k)
         path = root / "maps" / f"{prefix}cluster_{k + 1:02d}.mrc"
-        write_map(path, space.volume(space.code_positions(centre[None])[0]), pixel)
+        positions = space.code_positions(centre[None])
+        write_map(path, space.volume(positions[0]), pixel)
         files.cluster_maps.append(path)
+        files.models += space.models.write(path.with_suffix(""), positions, consensus)
         if len(members):  # k-means can leave a cluster empty: no particles, no file
             subset = root / "subsets" / f"{prefix}cluster_{k + 1:02d}{space.source.suffix}"
             write_subset(subset, latents, members, space.source)
@@ -78,8 +86,10 @@ def write_report(space: LatentSpace, root: Path, report: Path, n_frames: int = 1
         job.check_abort()
     for direction in range(2 if latents.n_latent > 1 else 1):
         codes = embedding.direction_codes(direction, n_frames, extent_std)
-        volumes = [space.volume(p) for p in space.code_positions(codes)]
-        files.movies[f"pc{direction + 1}"] = write_movie(root / "movies" / f"{prefix}pc{direction + 1}", volumes, pixel)
+        positions = space.code_positions(codes)
+        folder = root / "movies" / f"{prefix}pc{direction + 1}"
+        files.movies[f"pc{direction + 1}"] = write_movie(folder, [space.volume(p) for p in positions], pixel)
+        files.models += space.models.write(folder / MOVIE_MODEL, positions, consensus)
         job.check_abort()
     files.lines = summary_lines(space, n_frames, extent_std)
     return files

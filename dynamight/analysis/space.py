@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from ..errors import InputError
 from .clustering import kmeans, order_by
 from .decoding import ConformationDecoder, matched_codes
+from .deformed_models import ModelWriter, model_writer
 from .embedding import Embedding, embed
 from .latents import LatentSet, find_latents_file, read_latent_set
 from .properties import particle_properties
@@ -76,6 +78,13 @@ class LatentSpace:
     def positions_at(self, points: np.ndarray) -> torch.Tensor:
         """``(p, 2)`` points of the embedding -> ``(p, n, 3)`` Gaussian centres, Å."""
         return self.code_positions(self.embedding.to_latent(points))
+
+    @cached_property
+    def models(self) -> ModelWriter:
+        """Writes the deformed atomic model (``--atomic-model``) or the pseudo-atoms of any conformation."""
+        half = self.reference_half
+        return model_writer(self.decoder.config, self.decoder.consensus(half), self.decoder.models[half].sigma.cpu(),
+                            self.box_px, self.pixel_size_angstrom)
 
     @property
     def source(self) -> ParticleSource:

@@ -67,8 +67,9 @@ def headless(config: Config, job: JobControl, report: Path | None = None):
     files = write_report(space, config.output_directory, report, config.n_movie_frames, job=job)
     for line in files.lines:
         log.info("%s", line)
-    log.info("wrote %s, %d plots, %d cluster maps and subsets, %d movies", files.latent_space, len(files.pngs),
-             len(files.cluster_maps), len(files.movies))
+    log.info("wrote %s, %d plots, %d cluster maps and subsets, %d movies, %d model files (%s)", files.latent_space,
+             len(files.pngs), len(files.cluster_maps), len(files.movies), len(files.models),
+             "the deformed atomic model" if space.models.atomic else "the Gaussians as pseudo-atoms")
     return space, files
 
 

@@ -26,19 +26,31 @@ def values_at(volume: torch.Tensor, positions_angstrom: torch.Tensor, pixel_size
     return out
 
 
-def read_atomic_model(path: Path, box_px: int, pixel_size_angstrom: float, n_gaussians: int, seed: int) -> torch.Tensor:
-    """Atom positions of a PDB/mmCIF file (``gemmi``), in Å from the box centre; at most
-    ``n_gaussians`` of them (a seeded subset). Map coordinates: voxel ``i`` is at ``i * pixel``."""
+def read_structure(path: Path):
+    """A PDB/mmCIF file as a ``gemmi.Structure`` (raises ``InputError`` naming the file)."""
     import gemmi
 
     try:
-        structure = gemmi.read_structure(str(path))
+        return gemmi.read_structure(str(path))
     except (RuntimeError, ValueError, OSError) as exc:
         raise InputError(f"{path}: not a readable PDB/mmCIF atomic model ({exc})") from exc
-    atoms = [a.pos for model in structure[:1] for chain in model for res in chain for a in res]
-    if not atoms:
+
+
+def centred_atoms(structure, box_px: int, pixel_size_angstrom: float, model: int = 0) -> torch.Tensor:
+    """``(a, 3)`` every atom of one model of the structure (the first by default; chain, residue,
+    atom order), Å from the box centre: the file's coordinates are map coordinates (voxel ``i`` at
+    ``i * pixel``), the box centre is voxel ``box // 2``."""
+    atoms = [a.pos for chain in structure[model] for res in chain for a in res]
+    xyz = torch.tensor([[p.x, p.y, p.z] for p in atoms], dtype=torch.float32).reshape(-1, 3)
+    return xyz - (box_px // 2) * pixel_size_angstrom
+
+
+def read_atomic_model(path: Path, box_px: int, pixel_size_angstrom: float, n_gaussians: int, seed: int) -> torch.Tensor:
+    """Atom positions of a PDB/mmCIF file (``gemmi``), in Å from the box centre
+    (:func:`centred_atoms`); at most ``n_gaussians`` of them (a seeded subset)."""
+    xyz = centred_atoms(read_structure(path), box_px, pixel_size_angstrom)
+    if not len(xyz):
         raise InputError(f"{path}: the atomic model has no atoms")
-    xyz = torch.tensor([[p.x, p.y, p.z] for p in atoms], dtype=torch.float32) - (box_px // 2) * pixel_size_angstrom
     if len(xyz) > n_gaussians:
         g = torch.Generator().manual_seed(seed)
         xyz = xyz[torch.randperm(len(xyz), generator=g)[:n_gaussians]]

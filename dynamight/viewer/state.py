@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from matplotlib.path import Path as Polygon
 
-from ..analysis.outputs import next_numbered, write_movie
+from ..analysis.outputs import MOVIE_MODEL, next_numbered, write_movie
 from ..analysis.report import prefix_of
 from ..analysis.space import LatentSpace
 from ..analysis.subsets import write_subset
@@ -162,17 +162,25 @@ class ExplorerState:
             self.write_subset(vertices)
 
     def save(self) -> list[Path]:
-        """Write what is shown: the movie's frames (``movies/<prefix>movie_NNN/frame_XXX.mrc``) or
-        the map (``maps/<prefix>map_NNN.mrc``)."""
+        """Write what is shown: the movie's frames (``movies/<prefix>movie_NNN/frame_XXX.mrc``, and
+        ``model.pdb``/``model.cif`` with one model per frame) or the map (``maps/<prefix>map_NNN.mrc``,
+        and its model ``maps/<prefix>map_NNN.pdb``/``.cif``): the deformed atomic model, or the
+        Gaussians as pseudo-atoms (:mod:`dynamight.analysis.deformed_models`). Returns the maps'
+        paths, then the models'."""
         volumes = self.display(with_volumes=True).volumes
         pixel = self.space.pixel_size_angstrom
+        half = int(self.space.latents.half[self.selected]) if self.showing == "particle" else self.space.reference_half
+        consensus = self.space.decoder.consensus(half)
         if self.showing == "movie":
             folder = next_numbered(self.output_directory / "movies", f"{self.prefix}movie")
             self.last_written = write_movie(folder, list(volumes), pixel)
+            stem = folder / MOVIE_MODEL
         else:
             path = next_numbered(self.output_directory / "maps", f"{self.prefix}map", ".mrc")
             write_map(path, volumes[0], pixel)
             self.last_written = [path]
+            stem = path.with_suffix("")
+        self.last_written += self.space.models.write(stem, self._positions, consensus)
         self.message = f"wrote {', '.join(p.name for p in self.last_written[:3])}" \
                        f"{' ...' if len(self.last_written) > 3 else ''} in {self.last_written[0].parent}"
         return self.last_written
