@@ -17,71 +17,24 @@ from dynamight.analysis.latents import read_latent_set
 from dynamight.analysis.model_fit import map_model_correlation
 from dynamight.analysis.report import write_report
 from dynamight.analysis.space import analyse
-from dynamight.simulate.motions import rotate_about
-from dynamight.simulate.scenario import interface_hinge
-from dynamight.simulate.structures import resolve_atomic_model
-from dynamight.training.setup import centred_atoms, read_atomic_model, read_structure
+from dynamight.training.setup import centred_atoms
 
-from .test_analysis_support import HINGE_DEG_PER_UNIT, hinge_latents
+from .atomic_support import DEG_PER_UNIT, lid_swing, placed_1ake, rigid_decoder, true_motion
+from .test_analysis_support import hinge_latents
 
 BOX, PIXEL = 36, 2.0
-
-
-class RigidDomainModel(torch.nn.Module):
-    """A half model whose decoder swings the moving atoms rigidly: ``HINGE_DEG_PER_UNIT * z[:, 0]`` degrees."""
-
-    rigid = False
-
-    def __init__(self, positions: torch.Tensor, moving: torch.Tensor, point, axis):
-        super().__init__()
-        self.register_buffer("positions", positions.float())
-        self.register_buffer("amplitudes", torch.ones(len(positions)))
-        self.register_buffer("sigma", torch.full((len(positions),), 1.5))
-        self.register_buffer("movable", torch.ones(len(positions)))
-        self.moving, self.point, self.axis = moving, point, axis
-
-    def displacements(self, z: torch.Tensor) -> torch.Tensor:
-        return true_motion(self.positions, self.moving, self.point, self.axis, HINGE_DEG_PER_UNIT * z[:, 0].cpu())
-
-
-def true_motion(points, moving, point, axis, degrees: torch.Tensor) -> torch.Tensor:
-    """``(a, 3)`` points -> ``(b, a, 3)`` displacements of the rigid swing of the ``moving`` ones."""
-    return (rotate_about(points, point, axis, degrees.float()) - points[None]) * moving[None, :, None]
-
-
-def placed_1ake(path, box_px: int, pixel_size_angstrom: float):
-    """Write the simulator's 1ake (chain A) with its centroid at the box centre of a ``box_px`` map
-    (as a model fitted into its map); returns the ``gemmi.Structure``."""
-    import gemmi
-
-    st = read_structure(resolve_atomic_model("1ake"))
-    every_atom = [a for chain in st[0] for residue in chain for a in residue]
-    centroid = np.mean([[a.pos.x, a.pos.y, a.pos.z] for a in every_atom], axis=0)
-    shift = gemmi.Position(*((box_px // 2) * pixel_size_angstrom - centroid))
-    for atom in every_atom:
-        atom.pos = atom.pos + shift
-    st.write_pdb(str(path))
-    return st
 
 
 @pytest.fixture(scope="module")
 def structure(tmp_path_factory):
     """1ake chain A placed in a 36-px, 2-Å map, its atoms (Å from the box centre), LID-domain flags and hinge."""
     path = tmp_path_factory.mktemp("atomic") / "1ake_A.pdb"
-    st = placed_1ake(path, BOX, PIXEL)
-    atoms = centred_atoms(read_structure(path), BOX, PIXEL)
-    lid = torch.tensor([float(ch.name == "A" and 122 <= r.seqid.num <= 159) for ch in st[0] for r in ch for _ in r])
-    hinge = interface_hinge(atoms, lid.long(), 1, "angle")
-    return path, atoms, lid, torch.tensor(hinge.point), torch.tensor(hinge.axis)
+    placed_1ake(path, BOX, PIXEL)
+    return (path, *lid_swing(path, BOX, PIXEL))
 
 
 def _decoder(structure, n_gaussians: int | None, atomic: bool = True) -> ConformationDecoder:
-    path, atoms, lid, point, axis = structure
-    gaussians = read_atomic_model(path, BOX, PIXEL, n_gaussians or len(atoms), seed=0)  # as training does
-    moving = lid[torch.cdist(gaussians, atoms).argmin(1)]
-    model = RigidDomainModel(gaussians, moving, point, axis)
-    config = {"atomic_model": str(path)} if atomic else {}
-    return ConformationDecoder({1: model, 2: model}, BOX, PIXEL, 3, torch.device("cpu"), config)
+    return rigid_decoder(structure[0], BOX, PIXEL, n_gaussians, atomic)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +77,7 @@ def test_each_model_fits_its_own_map_better_than_the_consensus(structure, report
         volume = torch.from_numpy(mrcfile.read(map_path).copy())
         model = gemmi.read_structure(str(map_path.with_suffix(".cif")))
         own = centred_atoms(model, BOX, PIXEL)
-        degrees = HINGE_DEG_PER_UNIT * torch.tensor(space.centres[k, :1])
+        degrees = DEG_PER_UNIT * torch.tensor(space.centres[k, :1])
         expected = atoms + true_motion(atoms, lid, point, axis, degrees)[0]
         assert (own - expected).norm(dim=1).max() < 1e-3  # every atom where the rigid motion puts it
         fit, before = map_model_correlation(own, volume, PIXEL), map_model_correlation(consensus, volume, PIXEL)
@@ -150,7 +103,7 @@ def test_bond_lengths_survive_a_rigid_domain_motion(structure, n_gaussians):
     assert writer.atomic and writer.n_atoms == len(atoms)
     consensus = decoder.consensus(1)
     degrees = torch.tensor([20.0])
-    positions = consensus[None] + decoder.displacements(np.array([[20.0 / HINGE_DEG_PER_UNIT, 0, 0]]), 1)
+    positions = consensus[None] + decoder.displacements(np.array([[20.0 / DEG_PER_UNIT, 0, 0]]), 1)
     moved = torch.from_numpy(writer.coordinates(positions, consensus)[0]).float() - (BOX // 2) * PIXEL
     truth = atoms + true_motion(atoms, lid, point, axis, degrees)[0]
     bonds = _bonds(atoms.numpy())
