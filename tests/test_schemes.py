@@ -1,8 +1,9 @@
 """The shipped RELION Schemes, checked against RELION's rules (relion-contract.md §4-§5) and against the
 declarations of our executables (``relion_external.registry``).
 
-Debian ships RELION 3.1, which has Schedules (``relion_scheduler``), not Schemes, so no real
-``relion_schemer`` runs here; these checks follow ``schemer.cpp`` of RELION 4.0/5.0 instead.
+These checks follow ``schemer.cpp`` of RELION 4.0/5.0 and need no RELION (Debian ships RELION 3.1,
+which has Schedules, not Schemes); ``test_relion5_schemes.py`` runs each Scheme with real RELION 5's
+``relion_schemer`` where it is available.
 """
 
 from __future__ import annotations
