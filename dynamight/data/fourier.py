@@ -64,6 +64,14 @@ def phase_shift_2d(spectrum: torch.Tensor, shift_px: torch.Tensor) -> torch.Tens
     return spectrum * torch.polar(torch.ones_like(phase), phase)
 
 
+def rfft_radius(box_px: int, device=None) -> torch.Tensor:
+    """``|k|`` (Fourier pixels) of every frequency of ``torch.fft.rfftn`` of a ``(d, d, d)`` map:
+    ``(d, d, d // 2 + 1)`` float64 (the half spectrum ``kx >= 0``, uncentred, as RELION's FFTW arrays)."""
+    k = torch.fft.fftfreq(box_px, dtype=torch.float64, device=device) * box_px
+    kx = torch.fft.rfftfreq(box_px, dtype=torch.float64, device=device) * box_px
+    return torch.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + kx[None, None, :] ** 2)
+
+
 def shell_average(values: torch.Tensor, shells: torch.Tensor, n_shells: int) -> torch.Tensor:
     """Mean of ``values`` over each shell. ``values``, ``shells``: same shape -> ``(n_shells,)``."""
     flat = shells.flatten()
@@ -92,9 +100,7 @@ def fsc(map1: torch.Tensor, map2: torch.Tensor, mask: torch.Tensor | None = None
     d = map1.shape[-1]
     f1 = torch.fft.rfftn(map1.double())
     f2 = torch.fft.rfftn(map2.double())
-    k = torch.fft.fftfreq(d, dtype=torch.float64, device=map1.device) * d
-    kx = torch.fft.rfftfreq(d, dtype=torch.float64, device=map1.device) * d
-    shells = torch.round(torch.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + kx[None, None, :] ** 2)).long()
+    shells = torch.round(rfft_radius(d, device=map1.device)).long()
     n = d // 2 + 1
     cross = shell_average((f1 * f2.conj()).real, shells, n)
     p1 = shell_average(f1.abs() ** 2, shells, n)

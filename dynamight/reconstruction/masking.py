@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.fourier import fsc
+from ..data.fourier import fsc, rfft_radius
+from ..data.geometry import grid_coordinates
 
 COSINE_WIDTH_PX = 3.0
 RANDOMISE_AT_FSC = 0.8
@@ -42,8 +43,7 @@ def soft_mask_outside_map(volume: torch.Tensor, radius_px: float | None = None,
     """
     d = volume.shape[-1]
     radius = d / 2 if radius_px is None else radius_px
-    axis = torch.arange(d, device=volume.device, dtype=torch.float64) - d // 2
-    r = torch.sqrt(axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2)
+    r = grid_coordinates(d, 3, device=volume.device, dtype=torch.float64).norm(dim=-1)
     outer = radius + cosine_width_px
     edge = 0.5 + 0.5 * torch.cos(math.pi * (outer - r) / max(cosine_width_px, 1e-12))
     weight = torch.where(r < radius, 0.0, torch.where(r > outer, 1.0, edge))  # share of the background
@@ -58,11 +58,8 @@ def soft_mask_outside_map(volume: torch.Tensor, radius_px: float | None = None,
 def randomise_phases_beyond(volume: torch.Tensor, shell: int, seed: int = 0) -> torch.Tensor:
     """``(d, d, d)`` map -> the same map with random phases at every frequency ``|k| >= shell``
     (``|k|`` in Fourier pixels), amplitudes kept (RELION's ``randomizePhasesBeyond``); seeded."""
-    d = volume.shape[-1]
     spectrum = torch.fft.rfftn(volume.double().cpu())
-    k = torch.fft.fftfreq(d, dtype=torch.float64) * d
-    kx = torch.fft.rfftfreq(d, dtype=torch.float64) * d
-    beyond = (k[:, None, None] ** 2 + k[None, :, None] ** 2 + kx[None, None, :] ** 2) >= shell ** 2
+    beyond = rfft_radius(volume.shape[-1]) >= shell
     generator = torch.Generator().manual_seed(seed)
     phase = torch.rand(spectrum.shape, generator=generator, dtype=torch.float64) * (2 * math.pi)
     randomised = torch.where(beyond, torch.polar(spectrum.abs(), phase), spectrum)
@@ -108,10 +105,10 @@ def fsc_curves(half1: torch.Tensor, half2: torch.Tensor, mask: torch.Tensor | No
         return FscCurves(unmasked, unmasked.clone())
     mask = mask.to(half1.device, half1.dtype)
     masked = fsc(half1, half2, mask)
-    below = [i for i in range(1, len(unmasked)) if float(unmasked[i]) < randomise_at_fsc]
-    if not below:
+    below = torch.nonzero(unmasked[1:] < randomise_at_fsc).flatten()
+    if len(below) == 0:
         return FscCurves(unmasked, masked.clone(), masked, torch.zeros_like(masked), None)
-    shell = below[0]
+    shell = int(below[0]) + 1
     random = fsc(randomise_phases_beyond(half1, shell, seed), randomise_phases_beyond(half2, shell, seed + 1), mask)
     corrected = masked.clone()
     beyond = torch.arange(len(masked), device=masked.device) >= shell + 2
