@@ -13,14 +13,50 @@ import math
 
 import torch
 
+EXPONENT_FLOOR = 87.0  # exp(-87) ~ 1.6e-38, just above float32's smallest normal number (1.2e-38)
+
+
+def _profile_terms(coordinate: torch.Tensor, sigma: torch.Tensor, axis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``u = (axis - c) / s`` and the profile ``exp(-u^2 / 2)``, both ``(..., n, d)``. Beyond 12 widths
+    the profile is below 1e-31: the exponent is floored there, which keeps ``exp`` off its slow path
+    for underflowing arguments (10x slower on CPUs) at no visible cost."""
+    u = (axis - coordinate[..., None]) * sigma.reciprocal()[..., None]
+    return u, torch.exp((-0.5 * u * u).clamp(min=-EXPONENT_FLOOR))
+
+
+class _GaussianProfiles(torch.autograd.Function):
+    """:func:`_profile_terms`'s profile with a hand-written backward: two passes over the
+    ``(..., n, d)`` tensors instead of autograd's dozen (the rendering is memory-bound on CPUs).
+    Under ``create_graph`` (Hessians of the training objective) the backward recomputes the terms
+    with differentiable operations instead."""
+
+    @staticmethod
+    def forward(ctx, coordinate, sigma, axis):
+        u, g = _profile_terms(coordinate, sigma, axis)
+        ctx.save_for_backward(coordinate, sigma, axis, u, g)
+        return g
+
+    @staticmethod
+    def backward(ctx, grad):
+        coordinate, sigma, axis, u, g = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            u, g = _profile_terms(coordinate, sigma, axis)
+        t = grad * g * u  # d g / d c = g u / s, d g / d s = g u^2 / s
+        inverse = sigma.reciprocal()
+        grad_c = t.sum(-1) * inverse if ctx.needs_input_grad[0] else None
+        grad_s = None
+        if ctx.needs_input_grad[1]:
+            grad_s = (t * u).sum(-1).reshape(-1, sigma.shape[-1]).sum(0) * inverse
+        return grad_c, grad_s, None
+
 
 def _profiles(coordinate_angstrom: torch.Tensor, sigma_angstrom: torch.Tensor, box_px: int,
               pixel_size_angstrom: float) -> torch.Tensor:
-    """``(..., n)`` coordinates (Å from the box centre) -> ``(..., n, d)`` 1D Gaussian profiles."""
+    """``(..., n)`` coordinates (Å from the box centre), ``(n,)`` widths (Å) -> ``(..., n, d)`` 1D
+    Gaussian profiles on the box's pixel axis."""
     axis = (torch.arange(box_px, device=coordinate_angstrom.device, dtype=coordinate_angstrom.dtype)
             - box_px // 2) * pixel_size_angstrom
-    diff = axis - coordinate_angstrom[..., None]
-    return torch.exp(-0.5 * (diff / sigma_angstrom[..., None]) ** 2)
+    return _GaussianProfiles.apply(coordinate_angstrom, sigma_angstrom, axis)
 
 
 def render_volume(positions_angstrom: torch.Tensor, amplitudes: torch.Tensor, sigma_angstrom: torch.Tensor,
