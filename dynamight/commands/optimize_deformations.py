@@ -25,6 +25,9 @@ class Config(StepConfig, ParticleFileOptions):
     checkpoint_file: Path | None = Field(None, description="resume from this checkpoint (default: the latest in the output directory)")
     n_gaussians: int | None = Field(None, ge=2, description=f"number of Gaussians (default: {DEFAULT_N_GAUSSIANS}, "
                                     "or as many as the map has voxels above the threshold, with a warning)")
+    training_box: int | None = Field(None, ge=8, description="box (pixels) the deformations are learnt at: the "
+                                     "images are Fourier-cropped to it (default: from the Gaussians' width, pixel "
+                                     "about 1.2 widths, at least 32); maps and later steps use the full images")
     n_latent_dimensions: int = Field(6, ge=1, description="latent space dimensions")
     regularization_factor: float = Field(0.9, ge=0, description="weight of the distance prior relative to the data (gradient-norm balanced)")
     batch_size: int = Field(128, ge=1, description="particles per batch")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .ctf import CtfParameters
+from .fourier import fourier_crop
 from .geometry import centring_shift_px, euler_angles_to_matrix
 from .images import ParticleImages
 from .particles import ParticleTable
@@ -71,18 +72,25 @@ def group_batches(table: ParticleTable, indices: np.ndarray, batch_size: int) ->
             yield members[start:start + batch_size]
 
 
-def load_batch(table: ParticleTable, images: ParticleImages, indices: np.ndarray, device=None) -> ParticleBatch:
-    """Read and convert one batch (all of one optics group, see :func:`group_batches`)."""
+def load_batch(table: ParticleTable, images: ParticleImages, indices: np.ndarray, device=None,
+               box_px: int | None = None) -> ParticleBatch:
+    """Read and convert one batch (all of one optics group, see :func:`group_batches`).
+
+    ``box_px``: a smaller working box; the images are Fourier-cropped to it and the batch's pixel
+    size (and so its CTF and centring shifts) is the group's times ``d / box_px``.
+    """
     group = table.optics_groups[int(table.optics_index[indices[0]])]
+    box = box_px or group.box_px
+    pixel = group.pixel_size_angstrom * group.box_px / box
     angles = torch.as_tensor(table.angles_deg[indices], dtype=torch.float64)
     origins = torch.as_tensor(table.origins_angstrom[indices], dtype=torch.float64)
     return ParticleBatch(
         indices=indices,
-        images=torch.from_numpy(images.read(indices)).to(device),
+        images=fourier_crop(torch.from_numpy(images.read(indices)).to(device), box),
         rotations=euler_angles_to_matrix(angles).float().to(device),
-        centring_shift_px=centring_shift_px(origins, group.pixel_size_angstrom).float().to(device),
+        centring_shift_px=centring_shift_px(origins, pixel).float().to(device),
         ctf=ctf_parameters(table, indices, device) if table.has_ctf else None,
-        pixel_size_angstrom=group.pixel_size_angstrom,
+        pixel_size_angstrom=pixel,
     )
 
 

@@ -64,6 +64,25 @@ def phase_shift_2d(spectrum: torch.Tensor, shift_px: torch.Tensor) -> torch.Tens
     return spectrum * torch.polar(torch.ones_like(phase), phase)
 
 
+def fourier_crop(images: torch.Tensor, box_px: int) -> torch.Tensor:
+    """Downsample images by cropping their spectra (no aliasing, no interpolation).
+
+    Args:
+        images: ``(b, d, d)`` real images, centre at pixel ``d // 2``.
+        box_px: the new box ``d' <= d`` (even when ``d`` is); the pixel becomes ``d / d'`` times larger.
+
+    Returns:
+        ``(b, d', d')`` real images, centre at ``d' // 2``, pixel values on the original scale
+        (a constant image keeps its value).
+    """
+    d = images.shape[-1]
+    if box_px == d:
+        return images
+    start = d // 2 - box_px // 2
+    spectra = fft_centred(images, 2)[..., start:start + box_px, start:start + box_px]
+    return ifft_centred(spectra, 2) * (box_px / d) ** 2
+
+
 def rfft_radius(box_px: int, device=None) -> torch.Tensor:
     """``|k|`` (Fourier pixels) of every frequency of ``torch.fft.rfftn`` of a ``(d, d, d)`` map:
     ``(d, d, d // 2 + 1)`` float64 (the half spectrum ``kx >= 0``, uncentred, as RELION's FFTW arrays)."""

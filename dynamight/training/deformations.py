@@ -191,7 +191,8 @@ def train_epoch(state: HalfState, table: ParticleTable, images: ParticleImages, 
     state.model.train()
     world = dist.get_world_size() if dist.is_initialized() else 1
     batches = (idx for idx in group_batches(table, order, batch_size) if len(idx) >= world)  # a share for each
-    for idx, batch in read_ahead(batches, lambda idx: load_batch(table, images, shard(idx), device)):
+    box = state.model.box_px  # the training box
+    for idx, batch in read_ahead(batches, lambda idx: load_batch(table, images, shard(idx), device, box)):
         terms = train_batch(state, batch, generator, use_prior, idx)
         for k, v in terms.items():
             totals[k] = totals.get(k, 0.0) + v

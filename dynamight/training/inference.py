@@ -60,7 +60,7 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
     out = torch.zeros((len(indices), learnt.shape[1]), dtype=torch.float32, device=device)
     for rows, idx in _shared_batches(table, indices, batch_size):
         z = learnt[torch.as_tensor(idx)].to(device)
-        batch = load_batch(table, images, idx, device)
+        batch = load_batch(table, images, idx, device, model.box_px)
         new = ~trained[idx]
         if new.any():
             part = batch.part(np.flatnonzero(new))
@@ -121,7 +121,7 @@ def posterior_spread(model: ForwardModel, weights: torch.Tensor, table: Particle
     movable = movable_mask(model)
     out = torch.zeros(len(indices), dtype=torch.float32, device=device)
     for rows, idx in _shared_batches(table, indices, batch_size):
-        batch = load_batch(table, images, idx, device)
+        batch = load_batch(table, images, idx, device, model.box_px)
         ctf, spectra = batch_ctf(batch), centred_spectra(batch)
         z = torch.as_tensor(codes[rows], device=device).requires_grad_(True)
         predicted = model.predict(model.positions + model.displacements(z), batch.rotations, ctf)

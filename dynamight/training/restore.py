@@ -13,8 +13,13 @@ from .model import ForwardModel
 
 def load_forward_models(path: Path, box_px: int, pixel_size_angstrom: float,
                         device: torch.device) -> tuple[dict[int, ForwardModel], dict]:
-    """``{1: model, 2: model}`` in eval mode, and the checkpoint (config, validation split, ...)."""
+    """``{1: model, 2: model}`` in eval mode, and the checkpoint (config, validation split, ...).
+
+    ``box_px``, ``pixel_size_angstrom``: the particles' grid; the models are rebuilt on the grid
+    they were trained on (the Fourier-cropped training box, when one was used)."""
     saved = load_checkpoint(path)
+    training = int(saved.get("training_box_px", box_px))
+    pixel_size_angstrom, box_px = pixel_size_angstrom * box_px / training, training
     config = saved["config"]
     gaussians = GaussianModel.from_state_dict(saved["gaussians"])
     models = {}

@@ -27,7 +27,7 @@ from .inference import disagreement, particle_latents, posterior_spread, rms_dis
 from .losses import NoiseSpectrum, data_term
 from .model import ForwardModel
 from .outputs import write_gaussians, write_latents
-from .setup import body_assignment, consensus_gaussians, mask_values, validation_split
+from .setup import body_assignment, consensus_gaussians, mask_values, training_box, validation_split
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +89,26 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
         validation = saved["validation"].numpy()
         movable, body, n_bodies = saved["movable"], saved["body"], int(saved["n_bodies"])
         start_epoch = int(saved["epoch"]) + 1
+        work_box = int(saved.get("training_box_px", box))
         log.info("resuming from %s (epoch %d done)", resume, start_epoch)
     else:
         gaussians, movable, body, n_bodies = from_main(lambda: _consensus(config, deformation_masks, box, pixel))
         validation = validation_split(table.half_set, config.validation_fraction, config.seed)
         start_epoch = 0
+        work_box = training_box(box, pixel, gaussians.sigma_angstrom, config.training_box)
         if main:
             out.mkdir(parents=True, exist_ok=True)
             write_gaussians(out / "consensus_gaussians.star", gaussians)
 
+    work_pixel = pixel * box / work_box  # images are Fourier-cropped to the training box
+    if main and work_box != box:
+        log.info("learning the deformations at box %d (%.3f Å/px), Fourier-cropped from %d (%.3f Å/px)",
+                 work_box, work_pixel, box, pixel)
     extent = float((gaussians.positions_angstrom.norm(dim=-1) + 2 * gaussians.sigma_angstrom).max())
     diameter = config.particle_diameter or 2 * extent
-    radius_px = min(diameter / 2 / pixel, box / 2)
-    states = {h: _new_state(config, gaussians, movable, body, n_bodies, box, pixel, radius_px, device, len(table),
-                            config.seed + h) for h in (1, 2)}
+    radius_px = min(diameter / 2 / work_pixel, work_box / 2)
+    states = {h: _new_state(config, gaussians, movable, body, n_bodies, work_box, work_pixel, radius_px, device,
+                            len(table), config.seed + h) for h in (1, 2)}
     train = {h: np.flatnonzero((table.half_set == h) & ~validation) for h in (1, 2)}
     if any(len(t) == 0 for t in train.values()):
         raise InputError(f"{config.refinement_star_file}: a half-set has no training particles")
@@ -111,7 +117,8 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
             states[h].load_state_dict(saved["halves"][str(h)])
     else:
         for h in (1, 2):
-            _initialise(states[h], load_batch(table, images, shard(train[h][: config.batch_size]), device), device)
+            _initialise(states[h], load_batch(table, images, shard(train[h][: config.batch_size]), device, work_box),
+                        device)
     if main:
         save_config(config.output_directory / "config.json", config)
     writer = _tensorboard(out / "tensorboard") if main else None
@@ -119,7 +126,8 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
     def payload(epoch: int) -> dict:
         return {"epoch": epoch, "config": config.model_dump(mode="json"), "gaussians": gaussians.state_dict(),
                 "validation": torch.from_numpy(validation), "movable": movable, "body": body, "n_bodies": n_bodies,
-                "mask_radius_px": radius_px, "halves": {str(h): states[h].state_dict() for h in (1, 2)}}
+                "mask_radius_px": radius_px, "training_box_px": work_box,
+                "halves": {str(h): states[h].state_dict() for h in (1, 2)}}
 
     n_per_epoch = len(train[1]) + len(train[2])
     with progress(job, "training", n_per_epoch * (config.n_epochs - start_epoch), log_lines=False) as advance:

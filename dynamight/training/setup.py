@@ -103,6 +103,26 @@ def body_assignment(directory: Path, gaussians: GaussianModel, box_px: int, pixe
     return body, len(masks)
 
 
+TRAINING_PIXEL_PER_SIGMA = 1.2  # the Gaussians' spectrum is down to 3% at the Nyquist of this pixel
+MIN_TRAINING_BOX = 32
+
+
+def training_box(box_px: int, pixel_size_angstrom: float, sigma_angstrom: torch.Tensor,
+                 requested: int | None) -> int:
+    """The box the deformations are learnt at: the particles' box Fourier-cropped so that the pixel
+    is about ``TRAINING_PIXEL_PER_SIGMA`` times the Gaussians' median width (``(n,)`` Å; finer
+    detail than the model's own is only noise to it), even, at least ``MIN_TRAINING_BOX``, never
+    above ``box_px``. ``requested`` (``--training-box``) wins; it must be even and <= the box."""
+    if requested is not None:
+        if requested > box_px or requested % 2 or requested < 8:
+            raise InputError(f"--training-box {requested}: must be an even number of pixels from 8 to the "
+                             f"particles' box ({box_px})")
+        return requested
+    pixel = max(pixel_size_angstrom, TRAINING_PIXEL_PER_SIGMA * float(sigma_angstrom.median()))
+    box = 2 * int(np.ceil(box_px * pixel_size_angstrom / pixel / 2))
+    return int(min(box_px, max(box, min(MIN_TRAINING_BOX, box_px))))
+
+
 def validation_split(half_set: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """``(n,)`` bool: a seeded ``fraction`` of each half-set held out as the validation set."""
     rng = np.random.default_rng(seed + 17)
