@@ -9,6 +9,9 @@ half's) from the encoder's code (``REFINE_STEPS``).
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import numpy as np
 import torch
 
@@ -24,6 +27,20 @@ REFINE_STEPS = 12  # from the encoder's code
 REFINE_STEPS_LEARNT = 4  # from a code learnt in training
 
 
+@contextlib.contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[None]:
+    """No gradients for the model's parameters inside (only the codes are differentiated: the
+    networks' weight gradients, a third of a training step's work, are skipped)."""
+    previous = {p: p.requires_grad for p in model.parameters()}
+    for p in previous:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in previous.items():
+            p.requires_grad_(flag)
+
+
 def refine_latents(model: ForwardModel, batch: ParticleBatch, weights: torch.Tensor, z0: torch.Tensor,
                    steps: int = REFINE_STEPS, lr: float = 0.1) -> torch.Tensor:
     """``(b, l)`` codes minimising the training objective for a batch, from ``z0``."""
@@ -31,12 +48,13 @@ def refine_latents(model: ForwardModel, batch: ParticleBatch, weights: torch.Ten
     spectra = centred_spectra(batch)
     z = z0.detach().clone().requires_grad_(True)
     optimiser = torch.optim.Adam([z], lr=lr)
-    for _ in range(steps):
-        optimiser.zero_grad()
-        predicted = model.predict(model.positions + model.displacements(z), batch.rotations, ctf)
-        loss = (data_term(spectra, predicted, weights) + 0.5 * z.pow(2).sum(-1)).sum()
-        loss.backward()
-        optimiser.step()
+    with frozen(model):
+        for _ in range(steps):
+            optimiser.zero_grad()
+            predicted = model.predict(model.positions + model.displacements(z), batch.rotations, ctf)
+            loss = (data_term(spectra, predicted, weights) + 0.5 * z.pow(2).sum(-1)).sum()
+            loss.backward()
+            optimiser.step()
     return z.detach()
 
 
@@ -124,11 +142,12 @@ def posterior_spread(model: ForwardModel, weights: torch.Tensor, table: Particle
         batch = load_batch(table, images, idx, device, model.box_px)
         ctf, spectra = batch_ctf(batch), centred_spectra(batch)
         z = torch.as_tensor(codes[rows], device=device).requires_grad_(True)
-        predicted = model.predict(model.positions + model.displacements(z), batch.rotations, ctf)
-        loss = (data_term(spectra, predicted, weights.to(device)) + 0.5 * z.pow(2).sum(-1)).sum()
-        grad, = torch.autograd.grad(loss, z, create_graph=True)
-        hessian = torch.stack([torch.autograd.grad(grad[:, k].sum(), z, retain_graph=True)[0]
-                               for k in range(z.shape[1])], dim=1).detach()  # (b, l, l)
+        with frozen(model):
+            predicted = model.predict(model.positions + model.displacements(z), batch.rotations, ctf)
+            loss = (data_term(spectra, predicted, weights.to(device)) + 0.5 * z.pow(2).sum(-1)).sum()
+            grad, = torch.autograd.grad(loss, z, create_graph=True)
+            hessian = torch.stack([torch.autograd.grad(grad[:, k].sum(), z, retain_graph=True)[0]
+                                   for k in range(z.shape[1])], dim=1).detach()  # (b, l, l)
         eye = torch.eye(z.shape[1], device=device)
         covariance = torch.linalg.inv(0.5 * (hessian + hessian.transpose(1, 2)) + 1e-6 * eye)
         with torch.no_grad():
