@@ -208,24 +208,24 @@ def test_out_of_memory_splits_batches_into_chunks(tiny_project, tmp_path, monkey
 
 
 def test_learns_the_hinge_motion(tmp_path):
-    """The issue's accuracy property at test size (800 particles, 32 px, SNR 0.5, 30 epochs): in each
-    half the best linear latent direction follows the true hinge angle, the moving domain's
-    displacements are recovered, and the validation error estimate follows the true error.
-    (At the issue's size, benchmarks/deformation_accuracy.py: |Spearman| >= 0.9, error <= 35%.)
-    Known weakness: at this size (360 training particles per half) about one half in three, depending
-    on the seed, settles in a latent space whose distance from the origin, not a direction, follows the
-    angle (|Spearman| 0.1-0.6); seed 13 is one that trains in both halves."""
+    """The issue's accuracy property at test size (800 particles, 32 px, SNR 0.5, 30 epochs, the
+    default 6 latent dimensions): in each half the best linear latent direction follows the true
+    hinge angle, the moving domain's displacements are recovered, and the validation error estimate
+    follows the true error. (At the issue's size, benchmarks/deformation_accuracy.py: |Spearman| >=
+    0.9, error <= 35%.) With only 2 latent dimensions, about one half in three settles at this size
+    in a wrong motion (the moving domain spinning about its own length) and stays there; with 6 the
+    right motion also emerges in those halves (seeds 11 and 14: 0.97 / 0.91 and 0.97 / 0.97)."""
     from dynamight.simulate.evaluate import hinge_accuracy
 
     project = tmp_path / "project"
-    simulate(project, n_particles=800, box_px=32, pixel_size_angstrom=4.0, snr=0.5, motion="hinge", seed=13)
+    simulate(project, n_particles=800, box_px=32, pixel_size_angstrom=4.0, snr=0.5, motion="hinge", seed=11)
     assert main(["optimize-deformations", "--refinement-star-file", str(project / "particles.star"),
                  "--output-directory", str(tmp_path / "run"), "--initial-model", str(project / "map.mrc"),
-                 "--n-gaussians", "200", "--n-latent-dimensions", "2", "--n-epochs", "30", "--batch-size", "32",
+                 "--n-gaussians", "200", "--n-epochs", "30", "--batch-size", "32",
                  "--gpu-id", "-1", "--n-threads", "1"]) == 0
     results = hinge_accuracy(project, tmp_path / "run")
     for half, result in results.items():
-        assert result["latent_spearman"] >= 0.85, (half, result)  # measured 0.97 / 0.97
-        assert result["relative_rms_error"] <= 0.7, (half, result)  # measured 0.34 / 0.33
+        assert result["latent_spearman"] >= 0.85, (half, result)  # measured 0.97 / 0.91
+        assert result["relative_rms_error"] <= 0.7, (half, result)  # measured 0.37 / 0.55
     # 40 validation particles per half: the rank correlation is noisy (about +-0.15) per half
-    assert np.mean([r["error_estimate_spearman"] for r in results.values()]) > 0.1, results  # measured 0.31 / 0.05
+    assert np.mean([r["error_estimate_spearman"] for r in results.values()]) > 0.1, results
