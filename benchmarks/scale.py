@@ -1,9 +1,11 @@
 """Scale: particles per second and peak memory of training, inverse deformations and deformable
 backprojection at box 64 and 128; 1 against 2 processes; peak training memory at 2,000 against
-20,000 particles. Every stage runs in a fresh process (``measured.py``), on the GPU when there is
-one (``--gpu-id -1`` forces the CPU).
+20,000 particles; a training step's predicted memory (:mod:`dynamight.memory`) against the measured
+one at box 64/128/256 and 1,500/10,000/30,000 Gaussians. Every stage runs in a fresh process
+(``measured.py``, ``dynamight.training.step_memory``), on the GPU when there is one (``--gpu-id -1``
+forces the CPU; the step memory is measured on the CPU).
 
-    python benchmarks/scale.py [--gpu-id -1] [--skip-memory] [--skip-processes]
+    python benchmarks/scale.py [--gpu-id -1] [--skip-memory] [--skip-processes] [--skip-stages] [--skip-predicted]
 
 Upstream DynaMight on the 2-core CPU machine of this project, as quoted in its issues: training
 200 particles x 3 epochs in 28 s inside its training function (21 particle-epochs/s), deformable
@@ -24,9 +26,12 @@ from pathlib import Path
 
 import torch
 
+from dynamight.errors import InputError
+from dynamight.memory import AUTOMATIC_BATCH, choose_batch_size, gib, training_step_bytes
 from dynamight.simulate.dataset import simulate
 from dynamight.training.checkpoint import load_checkpoint
 from dynamight.training.layout import find_final_checkpoint
+from dynamight.training.step_memory import measure as measure_step
 
 HERE = Path(__file__).resolve().parent
 UPSTREAM_TRAINING_PER_S, UPSTREAM_BACKPROJECTION_S = 600 / 28.0, 0.84
@@ -116,6 +121,27 @@ def peak_memory(root: Path, gpu: str) -> None:
           f"(allowed: 10% + metadata = {allowed:.0f} MB): {'OK' if peaks[20000]['peak_rss_mb'] <= allowed else 'EXCEEDED'}")
 
 
+def predicted_memory(n_particles: int = 100_000) -> None:
+    """Predicted peak memory of training at the CPU's automatic batch size (default networks,
+    ``n_particles`` codes), and the measured peak increase of two steps where it is small (a few
+    GiB, seconds)."""
+    print(f"{'box':>4} {'Gaussians':>9} {'batch':>5} {'predicted GiB':>13} {'measured GiB':>12} {'ratio':>5}")
+    for box in (64, 128, 256):
+        for n in (1500, 10000, 30000):
+            def estimate(b: int) -> int:
+                return training_step_bytes(box, n, b, n_particles=n_particles)
+            try:
+                batch = choose_batch_size(estimate, torch.device("cpu"), AUTOMATIC_BATCH["cpu"])
+            except InputError:
+                print(f"{box:>4} {n:>9} {'-':>5} {gib(estimate(1)):>13} (even batch 1 does not fit)")
+                continue
+            predicted, measured = estimate(batch), None
+            if predicted < 2.5 * 2**30 and box * n <= 128 * 10000:
+                measured = measure_step(box, n, batch, n_particles=n_particles)["peak_increase_bytes"]
+            shown = f"{gib(measured):>12} {predicted / measured:>5.2f}" if measured else f"{'-':>12} {'-':>5}"
+            print(f"{box:>4} {n:>9} {batch:>5} {gib(predicted):>13} {shown}", flush=True)
+
+
 def _metadata_mb(project: Path) -> float:
     """Peak RSS of a process that only reads the particle table and makes its codes, minus one that imports."""
     code = ("import resource, sys, numpy as np; from dynamight.data.particles import read_particles; "
@@ -134,6 +160,7 @@ def main() -> None:
     parser.add_argument("--skip-stages", action="store_true")
     parser.add_argument("--skip-processes", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-predicted", action="store_true")
     args = parser.parse_args()
     gpu = args.gpu_id or ("0" if torch.cuda.is_available() else "-1")
     print(f"device: {torch.cuda.get_device_name(int(gpu)) if gpu != '-1' else f'CPU, {os.cpu_count()} cores'}", flush=True)
@@ -145,6 +172,8 @@ def main() -> None:
             processes(root)
         if not args.skip_memory:
             peak_memory(root, gpu)
+        if not args.skip_predicted:
+            predicted_memory()
 
 
 if __name__ == "__main__":

@@ -55,7 +55,9 @@ TRAIN = StepSpec(
             Param("regularization_factor", float, 1.0, "weight of the deformation prior", minimum=0),
             Param("n_epochs", int, 200, "training epochs", minimum=1),
             Param("initial_threshold", float, None, "map threshold for placing the Gaussians (not given: estimated)"),
-            _batch(128), GPU_ID, PRELOAD),
+            Param("batch_size", int, None, "particles per batch (not given: dynamight's automatic choice, 32 on a "
+                  "CPU, 128 on a GPU, fewer when a training step would not fit in the device's memory)", minimum=1),
+            GPU_ID, PRELOAD),
     outputs=(Output("checkpoint.pth", None, "the trained models (resumed from on continue)"),
              Output("particles.star", NodeKind.PARTICLES, "the particles with their latent coordinates"), LOGFILE),
 )

@@ -30,12 +30,13 @@ SCHEME = "dynamight_from_refine"
 SCHEME_DIR = Path(__file__).resolve().parents[1] / "schemes" / SCHEME
 BIN = Path(sys.executable).parent
 EXIT_FILES = ("RELION_JOB_EXIT_SUCCESS", "RELION_JOB_EXIT_FAILURE", "RELION_JOB_EXIT_ABORTED")
-# the Scheme's variables, shrunk for a 200-particle, 32-px dataset on the CPU; gpu_id and n_gaussians
-# keep the Scheme's empty defaults (the first GPU, else the CPU; Gaussians capped by the small map)
+# the Scheme's variables, shrunk for a 200-particle, 32-px dataset on the CPU; gpu_id, n_gaussians and
+# train_batch_size keep the Scheme's empty defaults (the first GPU, else the CPU; Gaussians capped by the
+# small map; the automatic batch size)
 VARIABLES = {"particles": "Refine3D/job010/run_data.star", "consensus_map": "Refine3D/job010/run_class001.mrc",
              "n_gaussians": "", "n_latent_dimensions": "2", "regularization_factor": "1", "train_epochs": "2",
-             "batch_size": "32", "inverse_epochs": "3", "backproject_batch_size": "10", "gpu_id": "", "threads": "1",
-             "do_queue": "No"}
+             "train_batch_size": "", "batch_size": "32", "inverse_epochs": "3", "backproject_batch_size": "10",
+             "gpu_id": "", "threads": "1", "do_queue": "No"}
 JOBS = {"mask": "MaskCreate/job011/", "train": "External/job012/", "invert": "External/job013/",
         "backproject": "External/job014/"}
 STEPS = ("train", "invert", "backproject")
@@ -141,7 +142,7 @@ def test_command_lines_are_the_schemes(chain):
     assert commands["train"] == (
         "relion_dynamight_train --o External/job012/ --in_parts Refine3D/job010/run_data.star "
         "--in_3dref Refine3D/job010/run_class001.mrc --n_gaussians  --n_latent_dimensions 2 "
-        "--regularization_factor 1 --n_epochs 2 --batch_size 32 --gpu_id  --j 1  "
+        "--regularization_factor 1 --n_epochs 2 --batch_size  --gpu_id  --j 1  "
         "--pipeline_control External/job012/")
     assert commands["invert"] == (
         "relion_dynamight_invert --o External/job013/ --checkpoint External/job012/checkpoint.pth --n_epochs 3 "

@@ -15,8 +15,9 @@ from ..data.batches import load_batch
 from ..data.images import ParticleImages
 from ..data.particles import read_configured_particles
 from .layout import final_checkpoint_path
-from ..distributed import all_reduce_sum, barrier, from_main, shard
+from ..distributed import all_reduce_sum, barrier, current, from_main, shard
 from ..errors import InputError
+from ..memory import training_batch_size, training_estimate
 from ..model.gaussians import GaussianModel
 from ..model.graph import DistancePrior
 from ..reconstruction.imaging import batch_ctf, centred_spectra
@@ -104,6 +105,11 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
     if main and work_box != box:
         log.info("learning the deformations at box %d (%.3f Å/px), Fourier-cropped from %d (%.3f Å/px)",
                  work_box, work_pixel, box, pixel)
+    # the batch size, resolved once (the option; else the resumed run's; else automatic) and kept in the config
+    requested = config.batch_size if config.batch_size is not None or resume is None else saved["config"]["batch_size"]
+    estimate = training_estimate(config, work_box, len(gaussians), len(table), device, current().world)
+    batch_size = from_main(lambda: training_batch_size(requested, estimate, device))
+    config = config.model_copy(update={"batch_size": batch_size})
     extent = float((gaussians.positions_angstrom.norm(dim=-1) + 2 * gaussians.sigma_angstrom).max())
     diameter = config.particle_diameter or 2 * extent
     radius_px = min(diameter / 2 / work_pixel, work_box / 2)

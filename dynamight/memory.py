@@ -1,0 +1,160 @@
+"""Predicted peak memory of an ``optimize-deformations`` training step, the memory a device has
+free, and the largest batch that fits.
+
+A training step's memory is dominated by what autograd keeps for the backward pass, per particle
+of the batch: the decoder's ``(n, hidden)`` activations in each of its layers, the renderer's
+``(n, d)`` Gaussian profiles (two axes, their arguments, their gradients), the per-Gaussian
+rotations of the local-rigid decoder, and the ``(d, d)`` images, CTFs and complex spectra. The
+constants below (float32 values kept per element) were calibrated by measuring real steps
+(:mod:`dynamight.training.step_memory`; the table is in ``benchmarks/scale.py``) and chosen so
+that the estimate bounds every measured peak, by at most about 2x. On top comes a fixed part:
+both half-sets' networks with their gradients and Adam moments, both halves' ``(n_particles, l)``
+code tables with SparseAdam's moments, and the read-ahead of three ``(b, d, d)`` float32 batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+FLOAT_BYTES = 4
+#: float32 values kept at the peak of a step, per particle and per element of the tensor named
+PER_PROFILE = 10.0  # (n, d): render profiles, their arguments and gradients
+PER_ACTIVATION = 2.5  # (n, hidden) per decoder layer: activations and their gradients
+PER_GAUSSIAN = 450.0  # (n,): positional terms, local-rigid rotations (3, 3), deformed positions, gradients
+PER_PIXEL = 20.0  # (d, d): image, CTF, spectra, residuals
+#: bytes: libraries' first-use buffers and autograd's bookkeeping in a step
+STEP_OVERHEAD_BYTES = 8 * 2**20
+READ_AHEAD_BATCHES = 3
+MEMORY_FRACTION = 0.8  # of the device's free memory that a step may plan to use
+#: the batch size when none is given: on CPUs 32 (an epoch is ~2x faster per particle than at 128,
+#: whose (b, n, d) tensors fall out of the caches); on GPUs 128
+AUTOMATIC_BATCH = {"cpu": 32, "cuda": 128}
+
+
+def _network_parameters(box_px: int, n_latent: int, n_layers: int, n_neurons: int, encoder_neurons: int,
+                        n_frequencies: int = 6) -> int:
+    """Parameters of one half's encoder (MLP on the 2x-binned image inside its mask, bounded by the
+    whole binned image) and displacement decoder."""
+    encoder_inputs = (box_px // 2) ** 2 + 9
+    encoder = (encoder_inputs + 1) * encoder_neurons + 2 * (encoder_neurons + 1) * encoder_neurons \
+        + (encoder_neurons + 1) * 2 * n_latent
+    decoder = (6 * n_frequencies + 1 + n_latent) * n_neurons + (n_layers - 2) * (n_neurons + 1) * n_neurons \
+        + (n_neurons + 1) * 6
+    return encoder + decoder
+
+
+def training_step_bytes(box_px: int, n_gaussians: int, batch_size: int, n_latent: int = 6, n_layers: int = 8,
+                        n_neurons: int = 32, encoder_neurons: int = 256, n_particles: int = 0) -> int:
+    """Estimated peak memory (bytes) of ``optimize-deformations`` training at a batch size: one
+    step's forward and backward pass plus what training holds throughout (both halves' networks
+    with gradients and Adam moments, ``n_particles`` latent codes per half with SparseAdam's
+    moments, the read-ahead batches). An upper bound on the CPU measurements, within about 2x.
+
+    Args:
+        box_px: ``d``, the box the images are trained at.
+        n_gaussians: ``n``; batch_size: ``b`` particles per step (per process).
+        n_latent, n_layers, n_neurons, encoder_neurons: the networks' sizes (the options of the same names).
+        n_particles: particles in the whole data set (the code tables).
+    """
+    b, n, d = batch_size, n_gaussians, box_px
+    per_particle = (PER_PROFILE * n * d + PER_ACTIVATION * n * n_neurons * (n_layers - 1) + PER_GAUSSIAN * n
+                    + PER_PIXEL * d * d)
+    step = FLOAT_BYTES * b * per_particle + STEP_OVERHEAD_BYTES
+    networks = 2 * 4 * _network_parameters(d, n_latent, n_layers, n_neurons, encoder_neurons)  # + grad, 2 moments
+    codes = 2 * 3 * n_particles * n_latent  # per half: codes, 2 moments
+    buffers = 2 * 16 * n + READ_AHEAD_BATCHES * b * d * d
+    return int(step + FLOAT_BYTES * (networks + codes + buffers))
+
+
+def _cgroup_free_bytes() -> int | None:
+    """Memory left under this process's cgroup (v2) limit, or ``None`` when there is none."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        return max(int(limit) - used, 0)
+    except (OSError, ValueError):
+        return None
+
+
+def device_memory_bytes(device: torch.device | str) -> int:
+    """Free memory of ``device``, bytes: a GPU's free memory (``torch.cuda.mem_get_info``); for the
+    CPU the host's ``MemAvailable`` (``/proc/meminfo``), less where a cgroup limit leaves less."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if available is None:  # no /proc (macOS): free physical pages
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    limited = _cgroup_free_bytes()
+    return available if limited is None else min(available, limited)
+
+
+def gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.2f}"
+
+
+def choose_batch_size(estimate_fn: Callable[[int], int], device: torch.device | str, cap: int) -> int:
+    """The largest power of two ``<= cap`` whose ``estimate_fn(batch)`` (bytes, growing with the
+    batch) fits in :data:`MEMORY_FRACTION` of ``device``'s free memory.
+
+    Raises:
+        InputError: not even a batch of one fits.
+    """
+    free = device_memory_bytes(device)
+    budget = MEMORY_FRACTION * free
+    if estimate_fn(1) > budget:
+        raise InputError(f"a training step needs an estimated {gib(estimate_fn(1))} GiB even with one particle per "
+                         f"batch, more than {MEMORY_FRACTION:.0%} of the {gib(free)} GiB free on "
+                         f"{torch.device(device)}: "
+                         f"use fewer Gaussians (--n-gaussians), a smaller decoder or a device with more memory")
+    batch = 1
+    while 2 * batch <= cap and estimate_fn(2 * batch) <= budget:
+        batch *= 2
+    return batch
+
+
+def training_estimate(config, box_px: int, n_gaussians: int, n_particles: int,
+                       device: torch.device, world: int = 1) -> Callable[[int], int]:
+    """:func:`training_step_bytes` of an ``optimize-deformations`` config as a function of the
+    batch size; in a run of ``world`` processes each takes its share of a batch, and on the CPU
+    they share the host's memory."""
+    def estimate(batch_size: int) -> int:
+        one = training_step_bytes(box_px, n_gaussians, -(-batch_size // world), config.n_latent_dimensions,
+                                  config.n_linear_layers, config.n_neurons_per_layer, config.n_encoder_neurons,
+                                  n_particles)
+        return one * (world if device.type == "cpu" else 1)
+    return estimate
+
+
+def training_batch_size(requested: int | None, estimate_fn: Callable[[int], int], device: torch.device) -> int:
+    """The batch size of a training run: ``requested`` when given (with a warning if its estimate
+    exceeds the device's free memory), else :data:`AUTOMATIC_BATCH` for the device type capped by
+    :func:`choose_batch_size`. Logs the estimated peak memory at the batch size chosen."""
+    free = device_memory_bytes(device)
+    if requested is not None:
+        batch = requested
+        if estimate_fn(batch) > free:
+            log.warning("--batch-size %d: a training step needs an estimated %s GiB, more than the %s GiB free on %s",
+                        batch, gib(estimate_fn(batch)), gib(free), device)
+    else:
+        batch = choose_batch_size(estimate_fn, device, AUTOMATIC_BATCH.get(device.type, AUTOMATIC_BATCH["cuda"]))
+    log.info("estimated peak memory per training step: %s GiB at batch %d (device has %s GiB free)",
+             gib(estimate_fn(batch)), batch, gib(free))
+    return batch
