@@ -57,6 +57,8 @@ TRAIN = StepSpec(
             Param("initial_threshold", float, None, "map threshold for placing the Gaussians (not given: estimated)"),
             Param("batch_size", int, None, "particles per batch (not given: dynamight's automatic choice, 32 on a "
                   "CPU, 128 on a GPU, fewer when a training step would not fit in the device's memory)", minimum=1),
+            Param("training_box", int, None, "box (pixels) the deformations are learnt at, Fourier-cropped (not "
+                  "given: from the Gaussians' width; outputs stay at the particles' box)", minimum=8),
             GPU_ID, PRELOAD),
     outputs=(Output("checkpoint.pth", None, "the trained models (resumed from on continue)"),
              Output("particles.star", NodeKind.PARTICLES, "the particles with their latent coordinates"), LOGFILE),

@@ -3,7 +3,7 @@
 GUI: External job, "External executable" ``relion_dynamight_train``, "Input particles" the consensus
 refinement's ``run_data.star``, "Input 3D reference" its ``run_class001.mrc``; parameters (label /
 value) ``n_gaussians``, ``n_latent_dimensions``, ``regularization_factor``, ``n_epochs``,
-``initial_threshold``, ``batch_size``, ``gpu_id``, ``preload_images`` (empty value).
+``initial_threshold``, ``batch_size``, ``training_box``, ``gpu_id``, ``preload_images`` (empty value).
 
 The engine (``dynamight optimize-deformations``) writes into the job directory itself:
 ``forward_deformations/`` (``checkpoints/NNN.pth`` after every epoch, ``checkpoints/checkpoint_final.pth``
@@ -72,7 +72,8 @@ def run(context: StepContext) -> Report:
         "output_directory": directory, "initial_threshold": params["initial_threshold"],
         "n_gaussians": params["n_gaussians"], "n_latent_dimensions": params["n_latent_dimensions"],
         "regularization_factor": params["regularization_factor"], "n_epochs": params["n_epochs"],
-        "batch_size": params["batch_size"], "gpu_id": params["gpu_id"], "n_threads": args.threads,
+        "batch_size": params["batch_size"], "training_box": params["training_box"], "gpu_id": params["gpu_id"],
+        "n_threads": args.threads,
         "preload_images": params["preload_images"],
     })
     resumed = latest_checkpoint(directory / FORWARD / "checkpoints")
