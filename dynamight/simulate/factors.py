@@ -43,14 +43,40 @@ def latent_factor_table(project: Path, latents_star: Path) -> tuple[pd.DataFrame
     """The latent table joined with the true factors by image name (any row order).
 
     Returns the table, the latent columns and the factor columns."""
-    truth = GroundTruth.read(project)
-    factors = truth.factors.copy()
-    factors["key"] = _image_key(starfile.read(Path(project) / "ground_truth.star", always_dict=True)["particles"]["rlnImageName"])
+    factors, factor_names = true_factors(project)
     latents = starfile.read(latents_star, always_dict=True)["particles"].copy()
     latents["key"] = _image_key(latents["rlnImageName"])
-    table = latents.merge(factors[["key", *truth.factor_names]], on="key", how="inner", validate="one_to_one")
+    table = latents.merge(factors, on="key", how="inner", validate="one_to_one")
     codes = [c for c in latents.columns if c.startswith("rlnDynaMightLatent")]
-    return table, codes, truth.factor_names
+    return table, codes, factor_names
+
+
+def true_factors(project: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The simulation's true factors, one row per particle with the join ``key`` of its image name
+    (``12@particles_0000.mrcs``), and the factor columns' names."""
+    truth = GroundTruth.read(project)
+    factors = truth.factors[truth.factor_names].copy()
+    names = starfile.read(Path(project) / "ground_truth.star", always_dict=True)["particles"]["rlnImageName"]
+    factors["key"] = _image_key(names).to_numpy()
+    return factors, truth.factor_names
+
+
+def accuracy_by_half(codes: np.ndarray, factors: pd.DataFrame, halves: np.ndarray,
+                     held_out: np.ndarray) -> dict[int, dict[str, dict[str, float]]]:
+    """``(m, l)`` codes, ``factors`` (m rows: one column per true factor), ``(m,)`` half-set labels,
+    ``(m,)`` bool held-out rows -> ``{half: {factor: {"all": |Spearman|, "held_out": |Spearman|}}}``
+    (each half's best linear direction; ``held_out``: fitted on the others, scored on these)."""
+    codes = np.asarray(codes, dtype=np.float64)
+    halves, held_out = np.asarray(halves), np.asarray(held_out).astype(bool)
+    result: dict[int, dict[str, dict[str, float]]] = {}
+    for half in sorted(int(h) for h in np.unique(halves)):
+        rows = halves == half
+        z, held = codes[rows], held_out[rows]
+        everyone = np.ones(len(z), dtype=bool)
+        result[half] = {name: {"all": direction_spearman(z, factors[name].to_numpy()[rows], everyone, everyone),
+                               "held_out": direction_spearman(z, factors[name].to_numpy()[rows], ~held, held)}
+                        for name in factors.columns if name != "key"}
+    return result
 
 
 def factor_accuracy(project: Path, run_directory: Path) -> dict[int, dict[str, dict[str, float]]]:
@@ -59,17 +85,10 @@ def factor_accuracy(project: Path, run_directory: Path) -> dict[int, dict[str, d
     ``project``."""
     table, codes, factor_names = latent_factor_table(project, Path(run_directory) / "forward_deformations" / "latents.star")
     half_column = "rlnDynaMightHalfSet" if "rlnDynaMightHalfSet" in table else "rlnRandomSubset"
-    result: dict[int, dict[str, dict[str, float]]] = {}
-    for half in sorted(int(h) for h in table[half_column].unique()):
-        rows = table[table[half_column] == half]
-        z = rows[codes].to_numpy(np.float64)
-        held = rows["rlnDynaMightIsValidation"].to_numpy().astype(bool) if "rlnDynaMightIsValidation" in rows \
-            else np.zeros(len(rows), dtype=bool)
-        everyone = np.ones(len(rows), dtype=bool)
-        result[half] = {name: {"all": direction_spearman(z, rows[name].to_numpy(), everyone, everyone),
-                               "held_out": direction_spearman(z, rows[name].to_numpy(), ~held, held)}
-                        for name in factor_names}
-    return result
+    held = table["rlnDynaMightIsValidation"].to_numpy().astype(bool) if "rlnDynaMightIsValidation" in table \
+        else np.zeros(len(table), dtype=bool)
+    return accuracy_by_half(table[codes].to_numpy(np.float64), table[factor_names], table[half_column].to_numpy(),
+                            held)
 
 
 def format_factor_accuracy(result: dict[int, dict[str, dict[str, float]]]) -> str:
