@@ -72,3 +72,19 @@ def test_cli_chooses_the_batch_and_a_resumed_run_keeps_it(tiny_project, tmp_path
     for name in ("000.pth", "001.pth", "checkpoint_final.pth"):
         saved = torch.load(tmp_path / "forward_deformations" / "checkpoints" / name, weights_only=True)
         assert saved["config"]["batch_size"] == 16, name
+
+
+def test_cache_chunks():
+    """CPUs: chunks of at most CPU_CHUNK_ELEMENTS (b, n, d) elements (one for the usual 1,500
+    Gaussians at box 64, batch 32), never more than the batch; GPUs: one."""
+    from dynamight.memory import CPU_CHUNK_ELEMENTS, cache_chunks
+
+    cpu = torch.device("cpu")
+    assert cache_chunks(cpu, 32, 1500, 64) == 1
+    assert cache_chunks(cpu, 32, 10000, 64) == 3
+    assert cache_chunks(cpu, 32, 30000, 256) == 32
+    for b, n, d in ((32, 10000, 64), (128, 4000, 128), (7, 30000, 400)):
+        chunks = cache_chunks(cpu, b, n, d)
+        assert -(-b // chunks) * n * d <= CPU_CHUNK_ELEMENTS or chunks == b
+        assert cache_chunks(cpu, b, n, d) <= b
+    assert cache_chunks(torch.device("cuda"), 128, 30000, 256) == 1

@@ -57,7 +57,7 @@ class HalfState:
     latent_noise: float = 0.1
     lam: float = 0.0
     step: int = 0
-    chunks: int = 1  # each batch is processed in this many chunks (more after out-of-memory errors)
+    chunks: int = 1  # each batch is processed in this many chunks (CPU caches; more after out-of-memory errors)
     history: list[dict] = field(default_factory=list)
 
     def state_dict(self) -> dict:
@@ -106,7 +106,8 @@ def train_batch(state: HalfState, batch: ParticleBatch, generator: torch.Generat
     of ``full_batch``; each term is then scaled so that the gradients averaged by DDP equal those
     of the whole batch, and the latent noise is drawn for the whole batch, so that the step is the
     one a single process would take. If the batch does not fit in the GPU's memory it is split
-    into chunks whose gradients add up to the same step (only on out-of-memory errors, and only
+    into chunks whose gradients add up to the same step (on CPUs from the start when its tensors would
+    not fit in the caches, :func:`~dynamight.memory.cache_chunks`; more on out-of-memory errors, only
     in a single-process run, where no other process waits in a collective). Returns the share's
     summed loss terms and its size ``n``.
     """

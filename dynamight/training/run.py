@@ -17,7 +17,7 @@ from ..data.particles import read_configured_particles
 from .layout import final_checkpoint_path
 from ..distributed import all_reduce_sum, barrier, current, from_main, shard
 from ..errors import InputError
-from ..memory import training_batch_size, training_estimate
+from ..memory import cache_chunks, training_batch_size, training_estimate
 from ..model.gaussians import GaussianModel
 from ..model.graph import DistancePrior
 from ..reconstruction.imaging import batch_ctf, centred_spectra
@@ -69,7 +69,8 @@ def _new_state(config, gaussians: GaussianModel, movable, body, n_bodies, box, p
         runner = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     return HalfState(model, runner, DistancePrior(gaussians.positions_angstrom.to(device)), NoiseSpectrum(box, device),
                      optimiser, config.regularization_factor, latents, latent_optimiser,
-                     latent_noise=config.latent_noise)
+                     latent_noise=config.latent_noise,
+                     chunks=cache_chunks(device, config.batch_size, len(gaussians), box))
 
 
 def optimize_deformations(config, job: JobControl, deformation_masks: Path | None) -> None:
