@@ -55,8 +55,8 @@ TRAIN = StepSpec(
             Param("regularization_factor", float, 1.0, "weight of the deformation prior", minimum=0),
             Param("n_epochs", int, 200, "training epochs", minimum=1),
             Param("initial_threshold", float, None, "map threshold for placing the Gaussians (not given: estimated)"),
-            Param("batch_size", int, None, "particles per batch (not given: dynamight's automatic choice, 32 on a "
-                  "CPU, 128 on a GPU, fewer when a training step would not fit in the device's memory)", minimum=1),
+            Param("batch_size", int, None, "particles per batch (not given: dynamight's automatic choice, 128, "
+                  "fewer when a training step would not fit in the device's memory)", minimum=1),
             Param("training_box", int, None, "box (pixels) the deformations are learnt at, Fourier-cropped (not "
                   "given: from the Gaussians' width; outputs stay at the particles' box)", minimum=8),
             GPU_ID, PRELOAD),

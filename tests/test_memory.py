@@ -75,12 +75,12 @@ def test_cli_chooses_the_batch_and_a_resumed_run_keeps_it(tiny_project, tmp_path
 
 
 def test_cache_chunks():
-    """CPUs: chunks of at most CPU_CHUNK_ELEMENTS (b, n, d) elements (one for the usual 1,500
-    Gaussians at box 64, batch 32), never more than the batch; GPUs: one."""
+    """CPUs: one chunk up to CPU_CHUNK_ABOVE (b, n, d) elements (the usual 1,500 Gaussians at box
+    64, batch 128), else chunks of at most CPU_CHUNK_ELEMENTS, never more than the batch; GPUs: one."""
     from dynamight.memory import CPU_CHUNK_ELEMENTS, cache_chunks
 
     cpu = torch.device("cpu")
-    assert cache_chunks(cpu, 32, 1500, 64) == 1
+    assert cache_chunks(cpu, 128, 1500, 64) == 1
     assert cache_chunks(cpu, 32, 10000, 64) == 3
     assert cache_chunks(cpu, 32, 30000, 256) == 32
     for b, n, d in ((32, 10000, 64), (128, 4000, 128), (7, 30000, 400)):

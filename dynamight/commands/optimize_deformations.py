@@ -30,8 +30,8 @@ class Config(StepConfig, ParticleFileOptions):
                                      "about 1.2 widths, at least 32); maps and later steps use the full images")
     n_latent_dimensions: int = Field(6, ge=1, description="latent space dimensions")
     regularization_factor: float = Field(0.9, ge=0, description="weight of the distance prior relative to the data (gradient-norm balanced)")
-    batch_size: int | None = Field(None, ge=1, description="particles per batch (default: automatic: 32 on a CPU, "
-                                   "128 on a GPU, halved until the estimated memory of a training step fits in 80 "
+    batch_size: int | None = Field(None, ge=1, description="particles per batch (default: automatic: 128, "
+                                   "halved until the estimated memory of a training step fits in 80 "
                                    "percent of the device's free memory; a resumed run keeps its batch size)")
     n_epochs: int = Field(150, ge=1, description="training epochs")
     n_warmup_epochs: int | None = Field(None, ge=0, description="epochs without the distance prior at the start (default: half of --n-epochs)")
