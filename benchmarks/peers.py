@@ -48,7 +48,7 @@ import starfile
 from dynamight.cli import main as dynamight
 from dynamight.simulate.factors import _image_key, accuracy_by_half, factor_accuracy, true_factors
 
-from real_structure import consensus_map, simulate_pair
+from real_structure import add_dataset_arguments, consensus_map, simulate_pair
 
 CRYODRGN = "cryodrgn==4.3.*"
 TORCH = "torch==2.13.0"
@@ -224,18 +224,7 @@ def main() -> None:
                         "(at most --cryodrgn-epochs)")
     parser.add_argument("--zdim", type=int, default=None, help="cryoDRGN's latent dimension (default: ours)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads of each tool (0: each one's default)")
-    parser.add_argument("--atomic-model", default="3hsy")
-    parser.add_argument("--moving-chain", default="B")
-    parser.add_argument("--second-moving-chain", default=None)
-    parser.add_argument("--motion", default="hinge")
-    parser.add_argument("--max-hinge-angle", type=float, default=20.0)
-    parser.add_argument("--n-particles", type=int, default=4000)
-    parser.add_argument("--box", type=int, default=64)
-    parser.add_argument("--pixel", type=float, default=3.0)
-    parser.add_argument("--snr", type=float, default=0.1)
-    parser.add_argument("--n-epochs", type=int, default=50)
-    parser.add_argument("--n-gaussians", type=int, default=1500)
-    parser.add_argument("--seed", type=int, default=0)
+    add_dataset_arguments(parser)
     args = parser.parse_args()
     exe, versions = ensure_cryodrgn(args.venv.expanduser())
     print(f"peer: {versions} ({args.venv})", flush=True)

@@ -27,14 +27,31 @@ from dynamight.simulate.factors import factor_accuracy, format_factor_accuracy
 from deformable_backprojection import compare
 
 
-def simulate_pair(root: Path, args) -> tuple[Path, Path]:
-    """The moving project and its static twin (same seed: same poses, CTF and noise)."""
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The dataset's options (structure, motion, size, noise, seed) and the training's epochs and
+    Gaussians, shared by the benchmarks that simulate a real structure."""
+    parser.add_argument("--atomic-model", default="3hsy")
+    parser.add_argument("--moving-chain", default="B")
+    parser.add_argument("--second-moving-chain", default=None)
+    parser.add_argument("--motion", default="hinge")
+    parser.add_argument("--max-hinge-angle", type=float, default=20.0)
+    parser.add_argument("--n-particles", type=int, default=4000)
+    parser.add_argument("--box", type=int, default=64)
+    parser.add_argument("--pixel", type=float, default=3.0)
+    parser.add_argument("--snr", type=float, default=0.1)
+    parser.add_argument("--n-epochs", type=int, default=50)
+    parser.add_argument("--n-gaussians", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def simulate_pair(root: Path, args, twin: bool = True) -> tuple[Path, Path]:
+    """The moving project and (``twin``) its static twin (same seed: same poses, CTF and noise)."""
     common = ["--n-particles", str(args.n_particles), "--box-size", str(args.box), "--pixel-size", str(args.pixel),
               "--snr", str(args.snr), "--seed", str(args.seed), "--atomic-model", args.atomic_model,
               "--moving-chain", args.moving_chain, "--max-hinge-angle", str(args.max_hinge_angle)]
     if args.second_moving_chain:
         common += ["--second-moving-chain", args.second_moving_chain]
-    for name, motion in (("project", args.motion), ("twin", "none")):
+    for name, motion in (("project", args.motion), ("twin", "none"))[:2 if twin else 1]:
         if not (root / name / "particles.star").is_file():
             assert dynamight(["simulate", "--output-directory", str(root / name), "--motion", motion, *common]) == 0
     return root / "project", root / "twin"
@@ -53,18 +70,7 @@ def consensus_map(project: Path, lowpass_angstrom: float = 8.0) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--atomic-model", default="3hsy")
-    parser.add_argument("--moving-chain", default="B")
-    parser.add_argument("--second-moving-chain", default=None)
-    parser.add_argument("--motion", default="hinge")
-    parser.add_argument("--max-hinge-angle", type=float, default=20.0)
-    parser.add_argument("--n-particles", type=int, default=4000)
-    parser.add_argument("--box", type=int, default=64)
-    parser.add_argument("--pixel", type=float, default=3.0)
-    parser.add_argument("--snr", type=float, default=0.1)
-    parser.add_argument("--n-epochs", type=int, default=50)
-    parser.add_argument("--n-gaussians", type=int, default=1500)
-    parser.add_argument("--seed", type=int, default=0)
+    add_dataset_arguments(parser)
     parser.add_argument("--keep", type=Path, default=None, help="keep (and reuse) the projects and run here")
     parser.add_argument("--skip-maps", action="store_true", help="only the latent accuracy")
     args = parser.parse_args()

@@ -253,21 +253,13 @@ def postprocess(half1: Path, half2: Path, mask: Path, pixel_size_angstrom: float
 
 
 def main() -> None:
+    from real_structure import add_dataset_arguments, simulate_pair
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--atomic-model", default="3hsy")
-    parser.add_argument("--moving-chain", default="B")
-    parser.add_argument("--motion", default="hinge")
-    parser.add_argument("--max-hinge-angle", type=float, default=20.0)
-    parser.add_argument("--n-particles", type=int, default=4000)
-    parser.add_argument("--box", type=int, default=64)
-    parser.add_argument("--pixel", type=float, default=3.0)
-    parser.add_argument("--snr", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
+    add_dataset_arguments(parser)
     parser.add_argument("--mpi-ranks", type=int, default=3)
     parser.add_argument("--n-threads", type=int, default=1, help="threads per RELION rank and for DynaMight")
     parser.add_argument("--lowpass", type=float, default=20.0, help="starting map's low-pass and --ini_high, Å")
-    parser.add_argument("--n-epochs", type=int, default=50)
-    parser.add_argument("--n-gaussians", type=int, default=1500)
     parser.add_argument("--keep", type=Path, default=None, help="keep (and reuse) the project, refinement and run here")
     parser.add_argument("--compare", action="store_true", help="also deformable_backprojection.compare (a static twin)")
     args = parser.parse_args()
@@ -277,13 +269,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
-        project, workdir, run = root / "project", root / "relion", root / "run"
-        common = ["--n-particles", str(args.n_particles), "--box-size", str(args.box), "--pixel-size", str(args.pixel),
-                  "--snr", str(args.snr), "--seed", str(args.seed), "--atomic-model", args.atomic_model,
-                  "--moving-chain", args.moving_chain, "--max-hinge-angle", str(args.max_hinge_angle)]
-        for path, motion in ((project, args.motion), *(((root / "twin", "none"),) if args.compare else ())):
-            if not (path / "particles.star").is_file():
-                assert dynamight(["simulate", "--output-directory", str(path), "--motion", motion, *common]) == 0
+        workdir, run = root / "relion", root / "run"
+        project, _ = simulate_pair(root, args, twin=args.compare)
         t0 = time.perf_counter()
         data_star, consensus = workdir / "Refine" / "run_data.star", workdir / "Refine" / "run_class001.mrc"
         if not data_star.is_file():
