@@ -71,6 +71,7 @@ def synthetic_state(box: int, n: int, batch: int, device: torch.device, config: 
     direction = torch.nn.functional.normalize(torch.randn((n, 3), generator=generator), dim=-1)
     radius = 0.35 * box * pixel * torch.rand((n, 1), generator=generator) ** (1 / 3)
     gaussians = GaussianModel(direction * radius, torch.ones(n), torch.full((n,), 1.2 * pixel))
+    config = config.model_copy(update={"batch_size": batch})  # as training resolves it (chunks on CPUs follow)
     state = _new_state(config, gaussians, torch.ones(n), torch.full((n,), -1), 0, box, pixel, box / 2, device,
                        batch, 0)
     rotations = torch.linalg.qr(torch.randn((batch, 3, 3), generator=generator))[0]
