@@ -97,6 +97,18 @@ def cache_chunks(device: torch.device, batch_size: int, n_gaussians: int, box_px
     return -(-batch_size // per_chunk)
 
 
+def proc_bytes(path: Path, key: str) -> int | None:
+    """A ``key: N kB`` line of a ``/proc`` file (``/proc/meminfo``, ``/proc/self/status``) in bytes,
+    or ``None`` where the file or the key is missing."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _cgroup_free_bytes() -> int | None:
     """Memory left under this process's cgroup (v2) limit, or ``None`` when there is none."""
     try:
@@ -115,13 +127,7 @@ def device_memory_bytes(device: torch.device | str) -> int:
     device = torch.device(device)
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    available = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    available = proc_bytes(Path("/proc/meminfo"), "MemAvailable")
     if available is None:  # no /proc (macOS): free physical pages
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     limited = _cgroup_free_bytes()

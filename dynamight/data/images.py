@@ -18,6 +18,7 @@ import mrcfile.utils
 import numpy as np
 
 from ..errors import InputError
+from ..memory import proc_bytes
 from .particles import ParticleTable
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,7 @@ class _Stack:
 
 def available_memory_bytes() -> int | None:
     """``MemAvailable`` of ``/proc/meminfo`` (``None`` where there is no such file)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return proc_bytes(Path("/proc/meminfo"), "MemAvailable")
 
 
 class ParticleImages:

@@ -25,16 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..memory import proc_bytes
+
 
 def _high_water_bytes() -> int | None:
     """``VmHWM`` of this process, bytes (``None`` where ``/proc`` has none)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return proc_bytes(Path("/proc/self/status"), "VmHWM")
 
 
 def _reset_high_water() -> bool:
