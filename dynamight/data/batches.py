@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .ctf import CtfParameters
-from .fourier import fourier_crop
+from .fourier import cropped_pixel_size, fourier_crop
 from .geometry import centring_shift_px, euler_angles_to_matrix
 from .images import ParticleImages
 from .particles import ParticleTable
@@ -81,7 +81,7 @@ def load_batch(table: ParticleTable, images: ParticleImages, indices: np.ndarray
     """
     group = table.optics_groups[int(table.optics_index[indices[0]])]
     box = box_px or group.box_px
-    pixel = group.pixel_size_angstrom * group.box_px / box
+    pixel = cropped_pixel_size(group.pixel_size_angstrom, group.box_px, box)
     angles = torch.as_tensor(table.angles_deg[indices], dtype=torch.float64)
     origins = torch.as_tensor(table.origins_angstrom[indices], dtype=torch.float64)
     return ParticleBatch(

@@ -83,6 +83,11 @@ def fourier_crop(images: torch.Tensor, box_px: int) -> torch.Tensor:
     return ifft_centred(spectra, 2) * (box_px / d) ** 2
 
 
+def cropped_pixel_size(pixel_size_angstrom: float, box_px: int, cropped_box_px: int) -> float:
+    """Pixel size (Å) of a ``box_px`` grid Fourier-cropped to ``cropped_box_px`` (same field of view)."""
+    return pixel_size_angstrom * box_px / cropped_box_px
+
+
 def rfft_radius(box_px: int, device=None) -> torch.Tensor:
     """``|k|`` (Fourier pixels) of every frequency of ``torch.fft.rfftn`` of a ``(d, d, d)`` map:
     ``(d, d, d // 2 + 1)`` float64 (the half spectrum ``kx >= 0``, uncentred, as RELION's FFTW arrays)."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.fourier import cropped_pixel_size
 from ..model.gaussians import GaussianModel
 from .checkpoint import load_checkpoint
 from .model import ForwardModel
@@ -19,7 +20,7 @@ def load_forward_models(path: Path, box_px: int, pixel_size_angstrom: float,
     they were trained on (the Fourier-cropped training box, when one was used)."""
     saved = load_checkpoint(path)
     training = int(saved.get("training_box_px", box_px))
-    pixel_size_angstrom, box_px = pixel_size_angstrom * box_px / training, training
+    pixel_size_angstrom, box_px = cropped_pixel_size(pixel_size_angstrom, box_px, training), training
     config = saved["config"]
     gaussians = GaussianModel.from_state_dict(saved["gaussians"])
     models = {}

@@ -12,6 +12,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data.batches import load_batch
+from ..data.fourier import cropped_pixel_size
 from ..data.images import ParticleImages
 from ..data.particles import read_configured_particles
 from .layout import final_checkpoint_path
@@ -102,7 +103,7 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
             out.mkdir(parents=True, exist_ok=True)
             write_gaussians(out / "consensus_gaussians.star", gaussians)
 
-    work_pixel = pixel * box / work_box  # images are Fourier-cropped to the training box
+    work_pixel = cropped_pixel_size(pixel, box, work_box)  # images are Fourier-cropped to the training box
     if main and work_box != box:
         log.info("learning the deformations at box %d (%.3f Å/px), Fourier-cropped from %d (%.3f Å/px)",
                  work_box, work_pixel, box, pixel)
