@@ -131,7 +131,7 @@ def predicted_memory(n_particles: int = 100_000) -> None:
             def estimate(b: int) -> int:
                 return training_step_bytes(box, n, b, n_particles=n_particles)
             try:
-                batch = choose_batch_size(estimate, torch.device("cpu"), AUTOMATIC_BATCH["cpu"])
+                batch = choose_batch_size(estimate, torch.device("cpu"), AUTOMATIC_BATCH)
             except InputError:
                 print(f"{box:>4} {n:>9} {'-':>5} {gib(estimate(1)):>13} (even batch 1 does not fit)")
                 continue

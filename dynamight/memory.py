@@ -39,7 +39,7 @@ MEMORY_FRACTION = 0.8  # of the device's free memory that a step may plan to use
 #: per particle, but the 4,000-particle real-structure hinge (3hsy, 50 epochs, seed 0) learnt a worse
 #: latent space (|Spearman| 0.946 / 0.906, held out 0.938 / 0.853, against 0.974 / 0.971 and
 #: 0.971 / 0.967 at 128); large CPU steps are split into cache-sized chunks instead (cache_chunks)
-AUTOMATIC_BATCH = {"cpu": 128, "cuda": 128}
+AUTOMATIC_BATCH = 128
 
 
 def _network_parameters(box_px: int, n_latent: int, n_layers: int, n_neurons: int, encoder_neurons: int,
@@ -173,7 +173,7 @@ def training_estimate(config, box_px: int, n_gaussians: int, n_particles: int,
 
 def training_batch_size(requested: int | None, estimate_fn: Callable[[int], int], device: torch.device) -> int:
     """The batch size of a training run: ``requested`` when given (with a warning if its estimate
-    exceeds the device's free memory), else :data:`AUTOMATIC_BATCH` for the device type capped by
+    exceeds the device's free memory), else :data:`AUTOMATIC_BATCH` capped by
     :func:`choose_batch_size`. Logs the estimated peak memory at the batch size chosen."""
     free = device_memory_bytes(device)
     if requested is not None:
@@ -182,7 +182,7 @@ def training_batch_size(requested: int | None, estimate_fn: Callable[[int], int]
             log.warning("--batch-size %d: a training step needs an estimated %s GiB, more than the %s GiB free on %s",
                         batch, gib(estimate_fn(batch)), gib(free), device)
     else:
-        batch = choose_batch_size(estimate_fn, device, AUTOMATIC_BATCH.get(device.type, AUTOMATIC_BATCH["cuda"]))
+        batch = choose_batch_size(estimate_fn, device, AUTOMATIC_BATCH)
     log.info("estimated peak memory per training step: %s GiB at batch %d (device has %s GiB free)",
              gib(estimate_fn(batch)), batch, gib(free))
     return batch

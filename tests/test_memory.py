@@ -62,12 +62,12 @@ def test_cli_chooses_the_batch_and_a_resumed_run_keeps_it(tiny_project, tmp_path
     """No --batch-size: the automatic one (here made 16), logged, written to config.json and the
     checkpoints; resumed later where the automatic choice would be 32, the run keeps 16."""
     caplog.set_level(logging.INFO)
-    monkeypatch.setitem(memory.AUTOMATIC_BATCH, "cpu", 16)
+    monkeypatch.setattr(memory, "AUTOMATIC_BATCH", 16)
     assert _train(tiny_project, tmp_path, 1) == 0
     assert any("estimated peak memory per training step" in r.getMessage() and "at batch 16" in r.getMessage()
                for r in caplog.records)
     assert json.loads((tmp_path / "config.json").read_text())["config"]["batch_size"] == 16
-    monkeypatch.setitem(memory.AUTOMATIC_BATCH, "cpu", 32)
+    monkeypatch.setattr(memory, "AUTOMATIC_BATCH", 32)
     assert _train(tiny_project, tmp_path, 2) == 0
     for name in ("000.pth", "001.pth", "checkpoint_final.pth"):
         saved = torch.load(tmp_path / "forward_deformations" / "checkpoints" / name, weights_only=True)
