@@ -24,13 +24,12 @@ particles, box 64, 3 Å/px, SNR 0.1) and prints the pose errors, the latent accu
 (``factor_accuracy``, all and held-out particles) and RELION's resolution of the deformable map;
 ``--compare`` adds ``deformable_backprojection.compare``'s map scores (needs the static twin).
 
-Status (measured on 300 particles of 3hsy, box 32, 4 Å/px, SNR 1, 2 CPU cores): the first,
-cross-correlation iteration gets a median angle error of 20°, then every maximum-likelihood
-iteration of RELION 3.1 assigns random poses (median ~130°, the value for random rotations) and
-the resolution falls from 14 to 25.6 Å; without ``--firstiter_cc`` even the first iteration is
-random, also on ``relion_project``'s own projections of the true map. Why is open (RELION's noise
-model against these simulated images?); until it is found the DynaMight part of the chain runs on
-meaningless poses.
+RELION 3.1's ``--pad 1`` breaks its refinement here: on 300 particles of 3hsy (box 32, 4 Å/px,
+SNR 1, 2 CPU cores), with ``--pad 1 --dont_combine_weights_via_disc`` every maximum-likelihood
+iteration assigned random poses (median error ~130°), while the same command with RELION's
+default padding (2) gives a median of 8.4° from the second iteration on, as RELION 5 does with
+either. So :func:`refine` pads by 2 (RELION's default). ``main()`` runs RELION 5 where
+``../shared/relion5/bin`` exists (``--relion-bin``), else the RELION on the PATH.
 
     python benchmarks/relion_pipeline.py [--n-particles 4000] [--mpi-ranks 3] [--keep DIR] [--compare]
 """
@@ -57,6 +56,7 @@ from dynamight.data.geometry import euler_angles_to_matrix
 from dynamight.simulate.factors import _image_key
 
 POSE_COLUMNS = ["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst"]
+RELION5_BIN = Path(__file__).resolve().parents[2] / "shared" / "relion5" / "bin"
 RELION_PROGRAMS = ("mpirun", "relion_refine_mpi", "relion_reconstruct", "relion_image_handler", "relion_postprocess")
 
 
@@ -132,7 +132,7 @@ def starting_map(workdir: Path, lowpass_angstrom: float, timeout_s: float | None
 
 def refine(project: Path, workdir: Path, mpi_ranks: int = 3, n_threads: int = 1, lowpass_angstrom: float = 20.0,
            particle_diameter_angstrom: float | None = None, healpix_order: int = 2, auto_local_healpix_order: int = 3,
-           offset_range_px: float = 2.0, offset_step_px: float = 1.0, pad: int = 1,
+           offset_range_px: float = 2.0, offset_step_px: float = 1.0, pad: int = 2,
            timeout_s: float | None = None) -> tuple[Path, Path]:
     """A RELION 3D auto-refinement of the simulated ``project`` from scratch poses.
 
@@ -164,7 +164,7 @@ def refine(project: Path, workdir: Path, mpi_ranks: int = 3, n_threads: int = 1,
                  "--firstiter_cc", "--ctf", "--sym", "C1", "--healpix_order", str(healpix_order),
                  "--auto_local_healpix_order", str(auto_local_healpix_order), "--offset_range", str(offset_range_px),
                  "--offset_step", str(offset_step_px), "--pad", str(pad), "--low_resol_join_halves", "40",
-                 "--dont_combine_weights_via_disc", "--j", str(n_threads), "--o", "Refine/run", "--verb", "0"],
+                 "--j", str(n_threads), "--o", "Refine/run", "--verb", "0"],
                 workdir, workdir / "refine.log", timeout_s)
     return workdir / "Refine" / "run_data.star", workdir / "Refine" / "run_class001.mrc"
 
@@ -246,7 +246,10 @@ def postprocess(half1: Path, half2: Path, mask: Path, pixel_size_angstrom: float
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     run_command(["relion_postprocess", "--i", str(Path(half1).resolve()), "--i2", str(Path(half2).resolve()),
-                 "--mask", str(Path(mask).resolve()), "--angpix", str(pixel_size_angstrom), "--o", output.name], output.parent, output.parent / "postprocess.log", timeout_s)
+                 "--mask", str(Path(mask).resolve()), "--angpix", str(pixel_size_angstrom),
+                 # RELION writes logfile.pdf into the folder of --o: it needs one
+                 "--o", f"{output.parent.name}/{output.name}"], output.parent.parent,
+                output.parent / "postprocess.log", timeout_s)
     general = starfile.read(output.parent / f"{output.name}.star", always_dict=True)["general"]
     value = general["rlnFinalResolution"]
     return float(value.iloc[0] if isinstance(value, pd.Series) else value)
@@ -262,7 +265,12 @@ def main() -> None:
     parser.add_argument("--lowpass", type=float, default=20.0, help="starting map's low-pass and --ini_high, Å")
     parser.add_argument("--keep", type=Path, default=None, help="keep (and reuse) the project, refinement and run here")
     parser.add_argument("--compare", action="store_true", help="also deformable_backprojection.compare (a static twin)")
+    parser.add_argument("--relion-bin", type=Path, default=RELION5_BIN if RELION5_BIN.is_dir() else None,
+                        help="folder whose RELION programs run first (default: ../shared/relion5/bin where present)")
     args = parser.parse_args()
+    if args.relion_bin is not None:
+        os.environ["PATH"] = f"{args.relion_bin.resolve()}{os.pathsep}{os.environ['PATH']}"
+    print(f"RELION: {shutil.which('relion_refine_mpi')}", flush=True)
     if missing_programs():
         raise SystemExit(f"missing: {', '.join(missing_programs())}")
     from dynamight.simulate.factors import factor_accuracy, format_factor_accuracy

@@ -99,6 +99,19 @@ def test_paths_resolve_against_project_then_star_folder(tiny_project, tmp_path, 
     assert t.stack_paths[0].resolve() == (tiny_project / "Particles" / "particles_0000.mrcs").resolve()
 
 
+def test_paths_resolve_against_a_relion_jobs_project_directory(tiny_project, tmp_path, monkeypatch):
+    """A RELION job's ``Refine3D/job012/run_data.star`` names images relative to the project
+    directory two folders up; found from any working directory."""
+    project = tmp_path / "project"
+    job = project / "Refine3D" / "job012"
+    job.mkdir(parents=True)
+    (project / "Particles").symlink_to(tiny_project / "Particles")
+    (job / "run_data.star").write_text((tiny_project / "particles.star").read_text())
+    monkeypatch.chdir(tmp_path)
+    t = read_particles(job / "run_data.star")
+    assert t.stack_paths[0] == project / "Particles" / "particles_0000.mrcs"
+
+
 def test_missing_half_sets_get_a_seeded_split(tiny_project, tmp_path, caplog):
     raw = starfile.read(tiny_project / "particles.star")
     raw["particles"] = raw["particles"].drop(columns=["rlnRandomSubset"])

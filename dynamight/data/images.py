@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..memory import proc_bytes
-from .particles import ParticleTable
+from .particles import ParticleTable, search_folders
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class ParticleImages:
         for s, path in enumerate(t.stack_paths):
             if path is None:
                 raise InputError(f"{t.star_path}: image stack '{t.stack_names[s]}' not found (looked in "
-                                 f"{Path.cwd()} and {t.star_path.parent})")
+                                 f"{', '.join(str(f) for f in search_folders(t.star_path))})")
             n, h, w = stack_shape(path)
             if h != w or h != box[s]:
                 raise InputError(f"{path}: images are {w}x{h} px; expected {box[s]}x{box[s]} "

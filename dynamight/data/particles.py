@@ -142,17 +142,25 @@ def _parse_image_names(path: Path, names: pd.Series) -> tuple[np.ndarray, list[s
     return index, list(uniques), codes.astype(np.int64)
 
 
+def search_folders(star_path: Path) -> list[Path]:
+    """Where a relative path in a STAR file is looked for: the working directory, the STAR file's
+    folder, and the two folders above it (a RELION job's ``Refine3D/job012/run_data.star`` names
+    its images relative to the project directory, two levels up)."""
+    parent = Path(star_path).absolute().parent
+    return [Path.cwd(), parent, *parent.parents[:2]]
+
+
 def resolve_path(name: str, star_path: Path) -> Path | None:
-    """Resolve a path from a STAR file: absolute, else the working (project) directory, else the
-    STAR file's folder; ``None`` when it is in neither."""
+    """Resolve a path from a STAR file: absolute, else the first of :func:`search_folders` that has
+    it; ``None`` when none has."""
     p = Path(name)
     if p.is_absolute():
         if p.exists():
             return p
     else:
-        for candidate in (Path.cwd() / p, star_path.parent / p):
-            if candidate.exists():
-                return candidate
+        for folder in search_folders(star_path):
+            if (folder / p).exists():
+                return folder / p
     return None
 
 
