@@ -38,12 +38,13 @@ import torch
 from dynamight.cli import main as dynamight
 from dynamight.data.fourier import fsc, resolution_at
 from dynamight.data.images import ParticleImages
-from dynamight.data.particles import read_particles
+from dynamight.data.particles import read_particles, search_folders
 from dynamight.data.volumes import read_map
 from dynamight.reconstruction.deformable_run import deformable_half_maps, read_latents
 from dynamight.reconstruction.plain import reconstruct_half_maps
 from dynamight.reconstruction.report import fsc_table
 from dynamight.training.layout import find_final_checkpoint
+from dynamight.training.poses import REFINED_POSES_NAME, with_refined_poses
 from dynamight.training.restore import load_forward_models
 from dynamight.simulate.dataset import simulate
 from dynamight.simulate.motions import apply_parts
@@ -58,9 +59,10 @@ def timed(f):
     return result, time.perf_counter() - start
 
 
-def relion_reconstruct(cwd: Path, output: Path | str, *options: str) -> float:
-    """Run ``relion_reconstruct --i particles.star --ctf`` in ``cwd``; returns its seconds."""
-    _, seconds = timed(lambda: subprocess.run(["relion_reconstruct", "--i", "particles.star", "--o", str(output),
+def relion_reconstruct(cwd: Path, output: Path | str, *options: str, star: Path | str = "particles.star") -> float:
+    """Run ``relion_reconstruct --i star --ctf`` in ``cwd`` (where ``star``'s image names resolve);
+    returns its seconds."""
+    _, seconds = timed(lambda: subprocess.run(["relion_reconstruct", "--i", str(star), "--o", str(output),
                                                "--ctf", *options], cwd=cwd, check=True, capture_output=True))
     return seconds
 
@@ -176,11 +178,17 @@ def main() -> None:
         compare(moving, twin, run, Path(tmp))
 
 
-def compare(moving: Path, twin: Path, run: Path, tmp: Path) -> None:
+def compare(moving: Path, twin: Path, run: Path, tmp: Path, particles: Path | None = None) -> None:
     """Every map of ``moving``'s particles (plain, deformable from ``run``, RELION's) and of the
-    static ``twin``, regularised and not, scored inside the moving and the fixed domain."""
+    static ``twin`` (at its true poses), regularised and not, scored inside the moving and the fixed
+    domain against the true map. ``particles``: the STAR the plain maps reconstruct from, the one
+    ``run`` trained on (default: ``moving/particles.star``, the true poses; e.g. RELION's
+    ``run_data.star``)."""
     cpu = torch.device("cpu")
-    table = read_particles(moving / "particles.star")
+    star = Path(particles or moving / "particles.star").resolve()
+    table = read_particles(star)
+    # where the STAR's image names resolve, for relion_reconstruct
+    images_root = next(f for f in search_folders(star) if (f / table.stack_names[0]).exists())
     group = table.optics_groups[0]
     box, pixel, n = group.box_px, group.pixel_size_angstrom, len(table)
     mask_file = moving / "mask.mrc"
@@ -200,7 +208,8 @@ def compare(moving: Path, twin: Path, run: Path, tmp: Path) -> None:
     maps |= maps_of(unregularised, "plain (ours, unregularised)")
     models, _ = load_forward_models(find_final_checkpoint(run), box, pixel, cpu)
     latents = read_latents(run / "forward_deformations" / "latents.star", table)
-    maps |= maps_of(deformable_half_maps(table, ParticleImages(table), models, latents, cpu, 64, 2, tmp,
+    refined = with_refined_poses(table, run / "forward_deformations" / REFINED_POSES_NAME)  # --refine-poses
+    maps |= maps_of(deformable_half_maps(refined, ParticleImages(refined), models, latents, cpu, 64, 2, tmp,
                                          regularise=False), "deformable (unregularised)")
     maps |= maps_of(reconstruct_half_maps(twin_table, ParticleImages(twin_table), cpu, regularise=False),
                     "static twin (ours, unregularised)")
@@ -210,13 +219,13 @@ def compare(moving: Path, twin: Path, run: Path, tmp: Path) -> None:
                                              tmp / "true", mask=mask), "deformable (true deformations)")
     t_relion = None
     if shutil.which("relion_reconstruct"):
-        t_relion = relion_reconstruct(moving, tmp / "relion.mrc")
+        t_relion = relion_reconstruct(images_root, tmp / "relion.mrc", star=star)
         maps["plain (relion_reconstruct, unregularised)"] = read_map(tmp / "relion.mrc").data
         fsc_star = tmp / "fsc.star"
         # the table relion_reconstruct --fsc reads: rlnSpectralIndex, rlnGoldStandardFsc
         starfile.write({"fsc": fsc_table({"rlnGoldStandardFsc": fsc(unregularised.half1, unregularised.half2)},
                                          box, pixel)}, fsc_star, overwrite=True)
-        relion_reconstruct(moving, tmp / "relion_fsc.mrc", "--fsc", str(fsc_star))
+        relion_reconstruct(images_root, tmp / "relion_fsc.mrc", "--fsc", str(fsc_star), star=star)
         maps["plain (relion_reconstruct --fsc)"] = read_map(tmp / "relion_fsc.mrc").data
     truth = read_map(moving / "map.mrc").data
     masks = {name: read_map(moving / "masks" / f"{name}_domain.mrc").data for name in ("moving", "fixed")}

@@ -22,7 +22,10 @@ The chain (each step a function here, shared by ``tests/test_relion_refine_pipel
 ``main()`` runs it on a real structure (defaults: 3hsy, chain B hinging by up to 20°, 4000
 particles, box 64, 3 Å/px, SNR 0.1) and prints the pose errors, the latent accuracy per half
 (``factor_accuracy``, all and held-out particles) and RELION's resolution of the deformable map;
-``--compare`` adds ``deformable_backprojection.compare``'s map scores (needs the static twin).
+``--compare`` adds ``deformable_backprojection.compare``'s map scores: plain maps (ours and
+``relion_reconstruct``) from RELION's poses, the deformable map, and the static twin at its TRUE poses
+(a stricter reference than a twin refined by RELION); ``--refine-poses`` trains with it and scores
+the refined poses against the truth.
 
 RELION 3.1's ``--pad 1`` breaks its refinement here: on 300 particles of 3hsy (box 32, 4 Å/px,
 SNR 1, 2 CPU cores), with ``--pad 1 --dont_combine_weights_via_disc`` every maximum-likelihood
@@ -265,6 +268,8 @@ def main() -> None:
     parser.add_argument("--lowpass", type=float, default=20.0, help="starting map's low-pass and --ini_high, Å")
     parser.add_argument("--keep", type=Path, default=None, help="keep (and reuse) the project, refinement and run here")
     parser.add_argument("--compare", action="store_true", help="also deformable_backprojection.compare (a static twin)")
+    parser.add_argument("--refine-poses", action="store_true", help="train with --refine-poses (run folder "
+                                                                     "run_refine_poses) and score the refined poses")
     parser.add_argument("--relion-bin", type=Path, default=RELION5_BIN if RELION5_BIN.is_dir() else None,
                         help="folder whose RELION programs run first (default: ../shared/relion5/bin where present)")
     args = parser.parse_args()
@@ -277,7 +282,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
-        workdir, run = root / "relion", root / "run"
+        workdir, run = root / "relion", root / ("run_refine_poses" if args.refine_poses else "run")
         project, _ = simulate_pair(root, args, twin=args.compare)
         t0 = time.perf_counter()
         data_star, consensus = workdir / "Refine" / "run_data.star", workdir / "Refine" / "run_class001.mrc"
@@ -287,16 +292,20 @@ def main() -> None:
         print(format_pose_errors(pose_errors(project, data_star)), flush=True)
         t0 = time.perf_counter()
         out = run_dynamight(data_star, consensus, run, ["--n-gaussians", str(args.n_gaussians), "--n-epochs",
-                                                        str(args.n_epochs), "--seed", str(args.seed)],
+                                                        str(args.n_epochs), "--seed", str(args.seed),
+                                                        *(["--refine-poses"] if args.refine_poses else [])],
                             n_threads=args.n_threads, mask=project / "mask.mrc")
         print(f"DynaMight (three steps): {time.perf_counter() - t0:.0f} s", flush=True)
         print(format_factor_accuracy(factor_accuracy(project, run)), flush=True)
+        if args.refine_poses:
+            refined = run / "forward_deformations" / "refined_poses.star"
+            print("after --refine-poses: " + format_pose_errors(pose_errors(project, refined)), flush=True)
         resolution = postprocess(out / "map_half1.mrc", out / "map_half2.mrc", project / "mask.mrc", args.pixel,
                                  root / "PostProcess" / "postprocess")
         print(f"relion_postprocess of the deformable half maps: {resolution:.2f} Å", flush=True)
         if args.compare:
             from deformable_backprojection import compare
-            compare(project, root / "twin", run, Path(tmp))
+            compare(project, root / "twin", run, Path(tmp), particles=data_star)
 
 
 if __name__ == "__main__":

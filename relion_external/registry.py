@@ -59,6 +59,8 @@ TRAIN = StepSpec(
                   "fewer when a training step would not fit in the device's memory)", minimum=1),
             Param("training_box", int, None, "box (pixels) the deformations are learnt at, Fourier-cropped (not "
                   "given: from the Gaussians' width; outputs stay at the particles' box)", minimum=8),
+            Param("refine_poses", bool, False, "refine each particle's pose locally with its latent code "
+                  "(refined_poses.star; used by invert and backproject)"),
             GPU_ID, PRELOAD),
     outputs=(Output("checkpoint.pth", None, "the trained models (resumed from on continue)"),
              Output("particles.star", NodeKind.PARTICLES, "the particles with their latent coordinates"), LOGFILE),

@@ -3,7 +3,8 @@
 GUI: External job, "External executable" ``relion_dynamight_train``, "Input particles" the consensus
 refinement's ``run_data.star``, "Input 3D reference" its ``run_class001.mrc``; parameters (label /
 value) ``n_gaussians``, ``n_latent_dimensions``, ``regularization_factor``, ``n_epochs``,
-``initial_threshold``, ``batch_size``, ``training_box``, ``gpu_id``, ``preload_images`` (empty value).
+``initial_threshold``, ``batch_size``, ``training_box``, ``gpu_id``, ``preload_images``, ``refine_poses``
+(flags: empty value).
 
 The engine (``dynamight optimize-deformations``) writes into the job directory itself:
 ``forward_deformations/`` (``checkpoints/NNN.pth`` after every epoch, ``checkpoints/checkpoint_final.pth``
@@ -14,7 +15,8 @@ jobs consume is then published directly in the job directory under fixed names:
   parameter of invert, backproject and explore);
 - ``latents.star``: a copy of ``forward_deformations/latents.star``, beside ``checkpoint.pth``
   because the later steps read the particles' latent codes from beside the checkpoint;
-- ``particles.star``: the same table, declared to RELION as a particle set.
+- ``particles.star``: the same table, declared to RELION as a particle set;
+- ``refined_poses.star`` (``refine_poses``): the particles with their refined poses, beside ``latents.star``.
 
 A continued job (or any rerun in the same directory) resumes from the latest epoch checkpoint in
 ``forward_deformations/checkpoints/`` (with a larger ``n_epochs``, it trains on to the new total);
@@ -38,6 +40,7 @@ from dynamight.commands.options import build_config
 from dynamight.data.files import atomic_path
 from dynamight.runtime import resolve_device
 from dynamight.training.checkpoint import latest_checkpoint, load_checkpoint
+from dynamight.training.poses import REFINED_POSES_NAME
 from dynamight.training.layout import find_final_checkpoint, final_checkpoint_path
 
 from .job import StepContext, run_step
@@ -74,7 +77,7 @@ def run(context: StepContext) -> Report:
         "regularization_factor": params["regularization_factor"], "n_epochs": params["n_epochs"],
         "batch_size": params["batch_size"], "training_box": params["training_box"], "gpu_id": params["gpu_id"],
         "n_threads": args.threads,
-        "preload_images": params["preload_images"],
+        "preload_images": params["preload_images"], "refine_poses": params["refine_poses"],
     })
     resumed = latest_checkpoint(directory / FORWARD / "checkpoints")
     finished = finished_training(directory / FORWARD, config.n_epochs)
@@ -90,6 +93,8 @@ def run(context: StepContext) -> Report:
     publish(find_final_checkpoint(directory), directory / "checkpoint.pth")
     publish(directory / FORWARD / "latents.star", directory / "latents.star")
     publish(directory / FORWARD / "latents.star", directory / "particles.star")
+    if (directory / FORWARD / REFINED_POSES_NAME).is_file():  # beside latents.star, where invert/backproject look
+        publish(directory / FORWARD / REFINED_POSES_NAME, directory / REFINED_POSES_NAME)
     report = training_report(directory / "checkpoint.pth", directory / "latents.star")
     report.lines.insert(1, f"device: {resolve_device(config.gpu_id)}; "
                            + ("training had already finished; outputs published again" if finished else

@@ -40,7 +40,7 @@ def _dynamight(processes: int, *args: str) -> subprocess.CompletedProcess:
 def _train(project: Path, out: Path, processes: int) -> subprocess.CompletedProcess:
     return _dynamight(processes, "optimize-deformations", "--refinement-star-file", str(project / "particles.star"),
                       "--output-directory", str(out), "--initial-model", str(project / "map.mrc"),
-                      "--pipeline-control", str(out), *TINY)
+                      "--pipeline-control", str(out), "--refine-poses", "--n-warmup-epochs", "1", *TINY)
 
 
 def _files(directory: Path) -> list[str]:
@@ -67,11 +67,17 @@ def test_two_processes_match_one(runs):
         for key, value in a["halves"][half]["model"].items():
             assert torch.allclose(value, b["halves"][half]["model"][key], rtol=1e-3, atol=1e-4), key
         assert torch.allclose(a["halves"][half]["latents"], b["halves"][half]["latents"], rtol=1e-3, atol=1e-4)
+        assert a["halves"][half]["poses"].abs().max() > 0  # refined in the second epoch, the same by both runs
+        assert torch.allclose(a["halves"][half]["poses"], b["halves"][half]["poses"], rtol=1e-3, atol=1e-4)
         assert abs(a["halves"][half]["lambda"] - b["halves"][half]["lambda"]) <= 1e-3 * abs(a["halves"][half]["lambda"])
     za = starfile.read(one / "forward_deformations" / "latents.star")["particles"]
     zb = starfile.read(two / "forward_deformations" / "latents.star")["particles"]
     for column in ("rlnDynaMightLatent1", "rlnDynaMightLatent2", "rlnDynaMightDisplacementRms"):
         assert (za[column] - zb[column]).abs().max() < 1e-3, column
+    pa = starfile.read(one / "forward_deformations" / "refined_poses.star")["particles"]
+    pb = starfile.read(two / "forward_deformations" / "refined_poses.star")["particles"]
+    for column in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst"):
+        assert ((pa[column] - pb[column] + 180) % 360 - 180).abs().max() < 1e-2, column  # angles: modulo 360°
     estimated = za["rlnDynaMightIsValidation"].astype(bool)  # codes refined and spreads computed by both ranks
     assert estimated.sum() > 0
     difference = (za["rlnDynaMightErrorEstimate"] - zb["rlnDynaMightErrorEstimate"])[estimated].abs()

@@ -46,6 +46,10 @@ class Config(StepConfig, ParticleFileOptions):
                                    "motion is then constant over the domain) or a displacement (upstream)")
     latent_learning_rate: float = Field(0.05, gt=0, description="learning rate of the per-particle latent codes")
     latent_refinement_steps: int = Field(4, ge=0, description="Adam steps refining each training particle's code against the final decoder (0: keep the codes learnt in training)")
+    refine_poses: bool = Field(False, description="refine each particle's pose with its code after the warm-up: a "
+                               "rotation (up to 6 degrees per axis) and an origin shift (up to 2 pixels), "
+                               "regularised towards the consensus pose; written to refined_poses.star beside "
+                               "latents.star and used by the inverse and the deformable backprojection")
     latent_noise: float = Field(0.1, ge=0, description="noise added to the latent codes while training (smooths the decoder)")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
     mixed_precision: bool = Field(False, description="bfloat16 for the encoder and decoder networks on GPUs (rendering and losses stay float32)")

@@ -16,6 +16,7 @@ from ..runtime import JobControl, progress, save_config, start_process
 from ..training.checkpoint import load_checkpoint, save_checkpoint
 from ..training.inference import displacements_of
 from ..training.layout import find_final_checkpoint, find_latents_file
+from ..training.poses import REFINED_POSES_NAME, with_refined_poses
 from ..training.restore import load_forward_models
 from .train import composition_error, fit_inverse, make_inverse
 
@@ -40,7 +41,9 @@ def load_run(output_directory: Path, checkpoint_file: Path | None, device: torch
     models, saved = load_forward_models(path, group.box_px, group.pixel_size_angstrom, device)
     from ..reconstruction.deformable_run import read_latents
 
-    latents = read_latents(find_latents_file(path), table)
+    latents_file = find_latents_file(path)
+    latents = read_latents(latents_file, table)
+    table = with_refined_poses(table, latents_file.parent / REFINED_POSES_NAME)  # --refine-poses
     validation = saved["validation"].numpy().astype(bool)
     return table, models, saved, latents, validation
 

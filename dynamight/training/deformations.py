@@ -15,6 +15,8 @@ motions down to the factor ``1 - regularization_factor``), ``lambda`` is re-bala
 ``LAMBDA_EVERY`` batches so the prior's gradient norm on the decoder equals the data term's times
 ``regularization_factor``. All randomness of an epoch comes from ``(seed, epoch, half)``, so a run
 resumed from the checkpoint of epoch ``k`` repeats exactly what an uninterrupted run does next.
+With ``--refine-poses``, each particle's pose correction (:mod:`.poses`) is a free parameter too,
+learnt like its code once the warm-up is over, its prior added to the codes' term.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ..model.graph import DistancePrior
 from ..reconstruction.imaging import batch_ctf, centred_spectra
 from .losses import NoiseSpectrum, data_term
 from .model import ForwardModel
+from .poses import corrected, pose_prior
 
 log = logging.getLogger(__name__)
 LAMBDA_EVERY = 10
@@ -55,6 +58,8 @@ class HalfState:
     latents: torch.nn.Embedding
     latent_optimiser: torch.optim.Optimizer
     latent_noise: float = 0.1
+    poses: torch.nn.Embedding | None = None  # per-particle pose corrections (``--refine-poses``; :mod:`.poses`)
+    pose_optimiser: torch.optim.Optimizer | None = None
     lam: float = 0.0
     step: int = 0
     chunks: int = 1  # each batch is processed in this many chunks (CPU caches; more after out-of-memory errors)
@@ -64,7 +69,14 @@ class HalfState:
         return {"model": self.model.state_dict(), "optimiser": self.optimiser.state_dict(),
                 "noise": self.noise.state_dict(), "lambda": self.lam, "step": self.step,
                 "history": self.history, "latents": self.latents.weight.detach().cpu(),
-                "latent_optimiser": self.latent_optimiser.state_dict()}
+                "latent_optimiser": self.latent_optimiser.state_dict(),
+                **({"poses": self.poses.weight.detach().cpu(), "pose_optimiser": self.pose_optimiser.state_dict()}
+                   if self.poses is not None else {})}
+
+    def tables(self) -> list[tuple[torch.nn.Embedding, torch.optim.Optimizer]]:
+        """The per-particle tables (codes, and pose corrections when refined) with their optimisers."""
+        pairs = [(self.latents, self.latent_optimiser)]
+        return pairs + ([(self.poses, self.pose_optimiser)] if self.poses is not None else [])
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -74,6 +86,10 @@ class HalfState:
         with torch.no_grad():
             self.latents.weight.copy_(state["latents"])
         self.latent_optimiser.load_state_dict(state["latent_optimiser"])
+        if self.poses is not None:
+            with torch.no_grad():
+                self.poses.weight.copy_(state["poses"])
+            self.pose_optimiser.load_state_dict(state["pose_optimiser"])
 
 
 def _gradient_norm(loss: torch.Tensor, params: list[torch.Tensor]) -> float:
@@ -84,18 +100,21 @@ def _gradient_norm(loss: torch.Tensor, params: list[torch.Tensor]) -> float:
 
 
 def _sync_latents(state: HalfState, batch_indices: np.ndarray, local: np.ndarray) -> None:
-    """After a distributed step: every process's table of codes (and SparseAdam's moments) gets the
-    rows the other processes updated, so that all copies stay identical."""
+    """After a distributed step: every process's per-particle tables (codes, pose corrections, and
+    SparseAdam's moments) get the rows the other processes updated, so that all copies stay identical."""
     if not dist.is_initialized():
         return
-    weight = state.latents.weight
-    moments = state.latent_optimiser.state[weight]
-    tables = [weight.data, moments["exp_avg"], moments["exp_avg_sq"]]
-    rows = torch.as_tensor(batch_indices, device=weight.device)
-    mine = torch.as_tensor(np.isin(batch_indices, local), device=weight.device)
-    gathered = all_reduce_sum(torch.cat([t[rows] * mine[:, None] for t in tables], dim=1))
-    for t, part in zip(tables, gathered.chunk(len(tables), dim=1)):
-        t[rows] = part
+    for embedding, optimiser in state.tables():
+        weight = embedding.weight
+        moments = optimiser.state.get(weight)
+        if not moments:  # never stepped (pose corrections during the warm-up)
+            continue
+        tables = [weight.data, moments["exp_avg"], moments["exp_avg_sq"]]
+        rows = torch.as_tensor(batch_indices, device=weight.device)
+        mine = torch.as_tensor(np.isin(batch_indices, local), device=weight.device)
+        gathered = all_reduce_sum(torch.cat([t[rows] * mine[:, None] for t in tables], dim=1))
+        for t, part in zip(tables, gathered.chunk(len(tables), dim=1)):
+            t[rows] = part
 
 
 def train_batch(state: HalfState, batch: ParticleBatch, generator: torch.Generator,
@@ -134,34 +153,45 @@ def _step(state: HalfState, batch: ParticleBatch, eps: torch.Tensor, full: np.nd
     if not use_prior:
         state.lam = 0.0
     state.optimiser.zero_grad()
-    state.latent_optimiser.zero_grad()
+    for _, optimiser in state.tables():
+        optimiser.zero_grad()
     size = -(-len(batch.indices) // state.chunks)
     totals = {"data": 0.0, "kl": 0.0, "prior": 0.0, "n": len(batch.indices)}
     for first in range(0, len(batch.indices), size):
         rows = slice(first, first + size)
         terms = _backward(state, batch.part(rows), eps[rows], len(batch.indices[rows]) / len(full) * world,
-                          use_prior and first == 0, world)
+                          use_prior and first == 0, world, refine_poses=use_prior)
         for k, v in terms.items():
             totals[k] += v
     state.optimiser.step()
-    state.latent_optimiser.step()
+    for _, optimiser in state.tables():
+        optimiser.step()
     _sync_latents(state, full, batch.indices)
     state.step += 1
     return totals
 
 
 def _backward(state: HalfState, batch: ParticleBatch, eps: torch.Tensor, share: float, rebalance: bool,
-              world: int) -> dict[str, float]:
+              world: int, refine_poses: bool = False) -> dict[str, float]:
     """Loss of (part of) a batch, scaled by ``share`` (its fraction of the batch times the number of
-    processes), back-propagated; re-balances lambda first when due. Returns summed terms."""
+    processes), back-propagated; re-balances lambda first when due; ``refine_poses``: with the
+    particles' pose corrections (when the state has them; their prior counts in ``kl``). Returns
+    summed terms."""
     ctf = batch_ctf(batch)
-    spectra = centred_spectra(batch)
-    free = state.latents(torch.as_tensor(batch.indices, device=spectra.device))
+    spectra, rotations = centred_spectra(batch), batch.rotations
+    rows = torch.as_tensor(batch.indices, device=spectra.device)
+    free = state.latents(rows)
     if world > 1:  # DDP averages the network's gradients; the codes' own gradients are local
         free.register_hook(lambda g: g / world)
     z = free + state.latent_noise * eps
-    mu, deformed, predicted = state.runner(spectra, ctf, batch.rotations, z)
     kl = 0.5 * free.pow(2).sum(-1).mean() * share  # the N(0, I) prior on the codes
+    if state.poses is not None and refine_poses:
+        pose = state.poses(rows)
+        if world > 1:
+            pose.register_hook(lambda g: g / world)
+        rotations, spectra = corrected(pose, rotations, spectra, batch.pixel_size_angstrom)
+        kl = kl + pose_prior(pose, batch.pixel_size_angstrom).mean() * share
+    mu, deformed, predicted = state.runner(spectra, ctf, rotations, z)
     amortisation = (mu - free.detach()).pow(2).sum(-1).mean() * share
     data = data_term(spectra, predicted, state.noise.weights().to(spectra.device)).mean() * share
     prior = state.prior(deformed) * share

@@ -22,6 +22,7 @@ from ..distributed import all_reduce_sum, shard
 from ..reconstruction.imaging import batch_ctf, centred_spectra
 from .losses import data_term
 from .model import ForwardModel
+from .poses import corrected, pose_prior
 
 REFINE_STEPS = 12  # from the encoder's code
 REFINE_STEPS_LEARNT = 4  # from a code learnt in training
@@ -41,27 +42,41 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+def _objective(model: ForwardModel, batch: ParticleBatch, weights: torch.Tensor, z: torch.Tensor,
+               pose: torch.Tensor | None) -> torch.Tensor:
+    """``(b,)`` the training objective of each particle of a batch: whitened data term, the codes'
+    ``|z|^2 / 2`` and, with ``(b, 5)`` pose corrections, their prior (:mod:`.poses`)."""
+    ctf, spectra, rotations = batch_ctf(batch), centred_spectra(batch), batch.rotations
+    penalty = 0.5 * z.pow(2).sum(-1)
+    if pose is not None:
+        rotations, spectra = corrected(pose, rotations, spectra, batch.pixel_size_angstrom)
+        penalty = penalty + pose_prior(pose, batch.pixel_size_angstrom)
+    predicted = model.predict(model.positions + model.displacements(z), rotations, ctf)
+    return data_term(spectra, predicted, weights) + penalty
+
+
 def refine_latents(model: ForwardModel, batch: ParticleBatch, weights: torch.Tensor, z0: torch.Tensor,
-                   steps: int = REFINE_STEPS, lr: float = 0.1) -> torch.Tensor:
-    """``(b, l)`` codes minimising the training objective for a batch, from ``z0``."""
-    ctf = batch_ctf(batch)
-    spectra = centred_spectra(batch)
+                   steps: int = REFINE_STEPS, lr: float = 0.1,
+                   pose0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(b, l)`` codes (and, from ``(b, 5)`` ``pose0``, pose corrections refined with them)
+    minimising the training objective for a batch, from ``z0``."""
     z = z0.detach().clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([z], lr=lr)
+    pose = None if pose0 is None else pose0.detach().clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([z] + ([pose] if pose is not None else []), lr=lr)
     with frozen(model):
         for _ in range(steps):
             optimiser.zero_grad()
-            predicted = model.predict(model.positions + model.displacements(z), batch.rotations, ctf)
-            loss = (data_term(spectra, predicted, weights) + 0.5 * z.pow(2).sum(-1)).sum()
-            loss.backward()
+            _objective(model, batch, weights, z, pose).sum().backward()
             optimiser.step()
-    return z.detach()
+    return z.detach(), None if pose is None else pose.detach()
 
 
 def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.Tensor, trained: np.ndarray,
                      table: ParticleTable, images: ParticleImages, indices: np.ndarray, batch_size: int,
-                     device: torch.device, learnt_steps: int = REFINE_STEPS_LEARNT) -> np.ndarray:
-    """Codes of the given particles (``learnt_steps``: refinement steps from a learnt code; 0 keeps it).
+                     device: torch.device, learnt_steps: int = REFINE_STEPS_LEARNT,
+                     poses: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Codes of the given particles (``learnt_steps``: refinement steps from a learnt code; 0 keeps it),
+    and with ``poses`` their pose corrections, refined with the codes.
 
     Args:
         weights: ``(d, d)`` noise whitening weights of this model.
@@ -69,29 +84,41 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
         trained: ``(n_particles,)`` bool, particles whose code in ``learnt`` is the starting point
             (the ones this model trained on, or codes already refined); the others start from the
             encoder's code.
+        poses: ``(n_particles, 5)`` pose corrections to start from where ``trained`` (zeros, the
+            consensus pose, elsewhere), or ``None``: consensus poses, not refined.
 
     Returns:
-        ``(len(indices), l)`` codes in the order of ``indices``. In a distributed run every process
-        refines its share (every ``world``-th particle) and all receive all codes (collective).
+        ``(len(indices), l)`` codes and ``(len(indices), 5)`` pose corrections (``None`` without
+        ``poses``) in the order of ``indices``. In a distributed run every process refines its
+        share (every ``world``-th particle) and all receive all of them (collective).
     """
     model.eval()
-    out = torch.zeros((len(indices), learnt.shape[1]), dtype=torch.float32, device=device)
+    width = learnt.shape[1]
+    out = torch.zeros((len(indices), width + (0 if poses is None else poses.shape[1])), dtype=torch.float32,
+                      device=device)
     for rows, idx in _shared_batches(table, indices, batch_size):
         z = learnt[torch.as_tensor(idx)].to(device)
-        batch = load_batch(table, images, idx, device, model.box_px)
         new = ~trained[idx]
-        if new.any():
-            part = batch.part(np.flatnonzero(new))
-            with torch.no_grad():
-                mu, _ = model.encode(centred_spectra(part), batch_ctf(part), part.rotations)
-            z[torch.as_tensor(new, device=device)] = refine_latents(model, part, weights.to(device), mu)
-        if (~new).any() and learnt_steps > 0:  # learnt codes start close: fewer steps
-            part = batch.part(np.flatnonzero(~new))
-            z[torch.as_tensor(~new, device=device)] = refine_latents(model, part, weights.to(device),
-                                                                     z[torch.as_tensor(~new, device=device)],
-                                                                     steps=learnt_steps)
-        out[torch.as_tensor(rows, device=device)] = z
-    return all_reduce_sum(out).cpu().numpy()
+        pose = None
+        if poses is not None:
+            pose = poses[torch.as_tensor(idx)].to(device)
+            pose[torch.as_tensor(new, device=device)] = 0.0
+        batch = load_batch(table, images, idx, device, model.box_px)
+        for rows_of, steps, from_encoder in ((new, REFINE_STEPS, True), (~new, learnt_steps, False)):
+            if not rows_of.any() or steps == 0:  # learnt codes start close: fewer steps
+                continue
+            part, sel = batch.part(np.flatnonzero(rows_of)), torch.as_tensor(rows_of, device=device)
+            start = z[sel]
+            if from_encoder:
+                with torch.no_grad():
+                    start, _ = model.encode(centred_spectra(part), batch_ctf(part), part.rotations)
+            z[sel], refined = refine_latents(model, part, weights.to(device), start, steps,
+                                             pose0=None if pose is None else pose[sel])
+            if pose is not None:
+                pose[sel] = refined
+        out[torch.as_tensor(rows, device=device)] = z if pose is None else torch.cat([z, pose], dim=1)
+    out = all_reduce_sum(out).cpu().numpy()
+    return out[:, :width], None if poses is None else out[:, width:]
 
 
 def _shared_batches(table: ParticleTable, indices: np.ndarray, batch_size: int):
@@ -126,12 +153,13 @@ def rms_displacement(model: ForwardModel, z: np.ndarray, batch_size: int, device
 
 def posterior_spread(model: ForwardModel, weights: torch.Tensor, table: ParticleTable, images: ParticleImages,
                      indices: np.ndarray, codes: np.ndarray, batch_size: int, device: torch.device,
-                     step: float = 1e-2) -> np.ndarray:
+                     step: float = 1e-2, poses: np.ndarray | None = None) -> np.ndarray:
     """``(m,)`` RMS displacement uncertainty (Å, movable Gaussians) of each particle's code.
 
     Laplace approximation: the code's covariance is the inverse Hessian ``H^-1`` (``(l, l)`` per
     particle; the objective is separable, so ``l`` double-backward passes give every particle's
-    block) of ``whitened data term + |z|^2 / 2`` at ``codes`` (``(m, l)``), carried to the
+    block) of ``whitened data term + |z|^2 / 2`` at ``codes`` (``(m, l)``; with ``poses``, ``(m, 5)``
+    corrections held fixed), carried to the
     displacements by their Jacobian ``J`` (central differences): ``sqrt(mean_j tr(J_j H^-1 J_j^T))``.
     Collective in a distributed run, as :func:`particle_latents`.
     """
@@ -140,11 +168,10 @@ def posterior_spread(model: ForwardModel, weights: torch.Tensor, table: Particle
     out = torch.zeros(len(indices), dtype=torch.float32, device=device)
     for rows, idx in _shared_batches(table, indices, batch_size):
         batch = load_batch(table, images, idx, device, model.box_px)
-        ctf, spectra = batch_ctf(batch), centred_spectra(batch)
         z = torch.as_tensor(codes[rows], device=device).requires_grad_(True)
+        pose = None if poses is None else torch.as_tensor(poses[rows], device=device)
         with frozen(model):
-            predicted = model.predict(model.positions + model.displacements(z), batch.rotations, ctf)
-            loss = (data_term(spectra, predicted, weights.to(device)) + 0.5 * z.pow(2).sum(-1)).sum()
+            loss = _objective(model, batch, weights.to(device), z, pose).sum()
             grad, = torch.autograd.grad(loss, z, create_graph=True)
             hessian = torch.stack([torch.autograd.grad(grad[:, k].sum(), z, retain_graph=True)[0]
                                    for k in range(z.shape[1])], dim=1).detach()  # (b, l, l)

@@ -11,6 +11,7 @@ import starfile
 from ..data.files import atomic_path
 from ..data.particles import ParticleTable
 from ..model.gaussians import GaussianModel
+from .poses import refined_pose_table
 
 
 def write_latents(path: Path, table: ParticleTable, latents: np.ndarray, validation: np.ndarray,
@@ -44,3 +45,13 @@ def write_gaussians(path: Path, gaussians: GaussianModel) -> None:
                           "dmGaussianSigma": gaussians.sigma_angstrom.cpu().numpy()})
     with atomic_path(path) as tmp:
         starfile.write({"gaussians": table}, tmp, overwrite=True)
+
+
+def write_refined_poses(path: Path, table: ParticleTable, parameters: np.ndarray, pixel_size_angstrom: float) -> None:
+    """The input particles with refined poses (``--refine-poses``), the consensus ones in RELION's
+    prior columns (:func:`~dynamight.training.poses.refined_pose_table`); ``parameters``:
+    ``(n_particles, 5)``."""
+    particles = refined_pose_table(table, parameters, pixel_size_angstrom)
+    blocks = {"optics": table.optics, "particles": particles} if table.optics is not None else {"particles": particles}
+    with atomic_path(path) as tmp:
+        starfile.write(blocks, tmp, overwrite=True)

@@ -28,7 +28,8 @@ from .deformations import HalfState, train_epoch
 from .inference import disagreement, particle_latents, posterior_spread, rms_displacement
 from .losses import NoiseSpectrum, data_term
 from .model import ForwardModel
-from .outputs import write_gaussians, write_latents
+from .outputs import write_gaussians, write_latents, write_refined_poses
+from .poses import N_PARAMETERS as N_POSE_PARAMETERS, REFINED_POSES_NAME, pose_change_summary
 from .setup import body_assignment, consensus_gaussians, mask_values, training_box, validation_split
 
 log = logging.getLogger(__name__)
@@ -65,12 +66,17 @@ def _new_state(config, gaussians: GaussianModel, movable, body, n_bodies, box, p
     with torch.no_grad():
         latents.weight.copy_(0.1 * torch.randn(latents.weight.shape, generator=torch.Generator().manual_seed(seed)))
     latent_optimiser = torch.optim.SparseAdam(list(latents.parameters()), lr=config.latent_learning_rate)
+    poses = pose_optimiser = None
+    if config.refine_poses:  # zero corrections: the consensus poses
+        poses = torch.nn.Embedding(n_particles, N_POSE_PARAMETERS, sparse=True, _weight=torch.zeros(
+            n_particles, N_POSE_PARAMETERS)).to(device)
+        pose_optimiser = torch.optim.SparseAdam(list(poses.parameters()), lr=config.latent_learning_rate)
     runner = model
     if dist.is_initialized():
         runner = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     return HalfState(model, runner, DistancePrior(gaussians.positions_angstrom.to(device)), NoiseSpectrum(box, device),
                      optimiser, config.regularization_factor, latents, latent_optimiser,
-                     latent_noise=config.latent_noise,
+                     latent_noise=config.latent_noise, poses=poses, pose_optimiser=pose_optimiser,
                      chunks=cache_chunks(device, config.batch_size, len(gaussians), box))
 
 
@@ -177,35 +183,50 @@ def _consensus(config, deformation_masks: Path | None, box: int, pixel: float):
 def _write_latents(config, table, images, states, validation, trained, device, out: Path, main: bool) -> None:
     """Each particle's code under its own half's model (refined against the final decoder); error
     estimates for validation particles: the RMS difference of the two halves' displacements (the
-    models' uncertainty) and each code's posterior spread (the image's), added in quadrature.
-    Collective: every process refines its share of the codes; the main one writes the file."""
+    models' uncertainty) and each code's posterior spread (the image's), added in quadrature. With
+    ``--refine-poses`` the pose corrections are refined with the codes and written to
+    ``refined_poses.star``. Collective: every process refines its share of the codes; the main one
+    writes the files."""
     n = len(table)
     latents = np.zeros((n, config.n_latent_dimensions), dtype=np.float32)
+    poses = np.zeros((n, N_POSE_PARAMETERS), dtype=np.float32) if config.refine_poses else None
     rms = np.zeros(n, dtype=np.float32)
-    codes = {}
+    codes, held_out_poses = {}, {}
     held_out = np.flatnonzero(validation)
     batch = config.batch_size  # refining codes needs about the memory of a training step
     if main:
         log.info("refining the codes of %d particles against the final decoders", n)
     for h in (1, 2):
-        model, weights, learnt = states[h].model, states[h].noise.weights(), states[h].latents.weight.detach().cpu()
-        codes[h] = particle_latents(model, weights, learnt, trained[h], table, images, held_out,
-                                    batch, device)
+        state = states[h]
+        model, weights, learnt = state.model, state.noise.weights(), state.latents.weight.detach().cpu()
+        learnt_poses = None if state.poses is None else state.poses.weight.detach().cpu()
+        codes[h], held_out_poses[h] = particle_latents(model, weights, learnt, trained[h], table, images, held_out,
+                                                       batch, device, poses=learnt_poses)
         members = np.flatnonzero(table.half_set == h)
         known = learnt.clone()
         known[torch.as_tensor(held_out)] = torch.as_tensor(codes[h])  # validation codes: refined from here on
-        latents[members] = particle_latents(model, weights, known, trained[h] | validation, table, images, members,
-                                            batch, device, config.latent_refinement_steps)
+        if learnt_poses is not None:
+            learnt_poses = learnt_poses.clone()
+            learnt_poses[torch.as_tensor(held_out)] = torch.as_tensor(held_out_poses[h])
+        latents[members], member_poses = particle_latents(model, weights, known, trained[h] | validation, table,
+                                                          images, members, batch, device,
+                                                          config.latent_refinement_steps, poses=learnt_poses)
+        if poses is not None:
+            poses[members] = member_poses
         rms[members] = rms_displacement(model, latents[members], batch, device)
     errors = np.full(n, np.nan, dtype=np.float32)
     if len(held_out):  # the two models' disagreement, and the codes' own uncertainty under each
         spread2 = sum(posterior_spread(states[h].model, states[h].noise.weights(), table, images, held_out, codes[h],
-                                       batch, device) ** 2 for h in (1, 2)) / 2
+                                       batch, device, poses=held_out_poses[h]) ** 2 for h in (1, 2)) / 2
         errors[held_out] = np.sqrt(disagreement((states[1].model, states[2].model), codes[1], codes[2],
                                                 batch, device) ** 2 + spread2)
     if main:
         write_latents(out / "latents.star", table, latents, validation, rms, errors)
         log.info("wrote %s (%d particles, %d for validation)", out / "latents.star", n, int(validation.sum()))
+        if poses is not None:
+            write_refined_poses(out / REFINED_POSES_NAME, table, poses, states[1].model.pixel_size_angstrom)
+            log.info("wrote %s: %s", out / REFINED_POSES_NAME, pose_change_summary(table, poses,
+                                                                                   states[1].model.pixel_size_angstrom))
 
 
 def _tensorboard(directory: Path):
