@@ -86,7 +86,7 @@ class HalfState:
         with torch.no_grad():
             self.latents.weight.copy_(state["latents"])
         self.latent_optimiser.load_state_dict(state["latent_optimiser"])
-        if self.poses is not None:
+        if self.poses is not None and "poses" in state:  # a run resumed with --refine-poses added starts from zeros
             with torch.no_grad():
                 self.poses.weight.copy_(state["poses"])
             self.pose_optimiser.load_state_dict(state["pose_optimiser"])
