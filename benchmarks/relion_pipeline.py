@@ -35,6 +35,11 @@ padding, 2) converges to a median of 5.9° (8.5 Å), and RELION 5 with them to 1
 defaults there. ``main()`` runs RELION 5 where ``../shared/relion5/bin`` exists (``--relion-bin``),
 else the RELION on the PATH.
 
+Measured (defaults, seed 0, RELION 5, 2 CPU cores): RELION's auto-refine converged in 14 iterations
+(~98 min under load), poses median 6.09° (90th percentile 12.5°), origins 1.13 Å; DynaMight on them
+|Spearman| 0.945 / 0.930 per half (held out 0.945 / 0.931) in 34 min; ``relion_postprocess`` of the
+deformable half maps 6.19 Å (RELION's own half maps 6.00 Å).
+
     python benchmarks/relion_pipeline.py [--n-particles 4000] [--mpi-ranks 3] [--keep DIR] [--compare]
         [--refine-poses] [--relion-bin DIR]
 """
