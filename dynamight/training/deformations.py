@@ -104,14 +104,15 @@ def _sync_latents(state: HalfState, batch_indices: np.ndarray, local: np.ndarray
     SparseAdam's moments) get the rows the other processes updated, so that all copies stay identical."""
     if not dist.is_initialized():
         return
+    device = state.latents.weight.device
+    rows = torch.as_tensor(batch_indices, device=device)
+    mine = torch.as_tensor(np.isin(batch_indices, local), device=device)
     for embedding, optimiser in state.tables():
         weight = embedding.weight
         moments = optimiser.state.get(weight)
         if not moments:  # never stepped (pose corrections during the warm-up)
             continue
         tables = [weight.data, moments["exp_avg"], moments["exp_avg_sq"]]
-        rows = torch.as_tensor(batch_indices, device=weight.device)
-        mine = torch.as_tensor(np.isin(batch_indices, local), device=weight.device)
         gathered = all_reduce_sum(torch.cat([t[rows] * mine[:, None] for t in tables], dim=1))
         for t, part in zip(tables, gathered.chunk(len(tables), dim=1)):
             t[rows] = part
