@@ -5,12 +5,14 @@ The particles are simulated from a shipped PDB structure (``dynamight simulate -
 the consensus map is ``relion_reconstruct --ctf`` of those particles low-passed to 8 Å
 (``relion_image_handler --lowpass``), as a user has it from a refinement; ``optimize-deformations``
 runs with its defaults plus ``--n-gaussians`` and ``--n-epochs``. Then the latent accuracy for every
-true factor (best linear direction, |Spearman|, per half, all and held-out particles), and the
-deformable benchmark's maps (``deformable_backprojection.compare``: moving and fixed domain,
-merged and per half, against plain ours / ``relion_reconstruct`` and the static twin).
+true factor (best linear direction, |Spearman|, per half, all and held-out particles), where each
+true domain's learnt motion lives (``domain_motions``), and the deformable benchmark's maps
+(``deformable_backprojection.compare``: moving and fixed domain, merged and per half, against
+plain ours / ``relion_reconstruct`` and the static twin).
 
     python benchmarks/real_structure.py [--atomic-model 3hsy --moving-chain B --motion hinge --max-hinge-angle 20]
         [--n-particles 4000] [--n-epochs 50] [--n-gaussians 1500] [--seed 0] [--keep DIR]
+        [--train-option=--learning-rate=3e-3 ...]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dynamight.cli import main as dynamight
 from dynamight.simulate.factors import factor_accuracy, format_factor_accuracy
 
 from deformable_backprojection import compare
+from domain_motions import domain_motions
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +76,9 @@ def main() -> None:
     add_dataset_arguments(parser)
     parser.add_argument("--keep", type=Path, default=None, help="keep (and reuse) the projects and run here")
     parser.add_argument("--skip-maps", action="store_true", help="only the latent accuracy")
+    parser.add_argument("--train-option", action="append", default=[], metavar="OPTION",
+                        help="an extra optimize-deformations option, e.g. --train-option=--learning-rate=3e-3 "
+                             "(repeatable; the run directory is reused, so give each variant its own --keep)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
@@ -84,9 +90,10 @@ def main() -> None:
             assert dynamight(["optimize-deformations", "--refinement-star-file", str(project / "particles.star"),
                               "--output-directory", str(run), "--initial-model", str(consensus),
                               "--n-gaussians", str(args.n_gaussians), "--n-epochs", str(args.n_epochs),
-                              "--seed", str(args.seed)]) == 0
+                              "--seed", str(args.seed), *args.train_option]) == 0
         print(f"optimize-deformations: {time.perf_counter() - start:.0f} s")
         print(format_factor_accuracy(factor_accuracy(project, run)), flush=True)
+        print(domain_motions(project, run), flush=True)
         if not args.skip_maps:
             compare(project, twin, run, Path(tmp))
 
