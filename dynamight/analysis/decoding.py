@@ -60,9 +60,12 @@ class ConformationDecoder:
         return movable_mask(self.models[half]).cpu()
 
     @torch.no_grad()
-    def displacements(self, z: np.ndarray, half: int) -> torch.Tensor:
-        """``(b, l)`` codes -> ``(b, n, 3)`` displacements (Å) under ``half``'s model (CPU)."""
+    def displacements(self, z: np.ndarray, half: int, subset: torch.Tensor | None = None) -> torch.Tensor:
+        """``(b, l)`` codes -> ``(b, n, 3)`` displacements (Å) under ``half``'s model (CPU); with
+        ``subset`` (``(s,)`` Gaussian indices) ``(b, s, 3)``, those Gaussians' only."""
         codes = torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device).reshape(-1, self.n_latent)
+        if subset is not None:
+            return displacements_at(self.models[half], codes, subset.to(self.device)).cpu()
         return self.models[half].displacements(codes).cpu()
 
     def positions(self, z: np.ndarray, half: int) -> torch.Tensor:

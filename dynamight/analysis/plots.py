@@ -13,7 +13,7 @@ import numpy as np
 from ..data.files import atomic_path
 from .properties import PROPERTIES
 
-MAX_POINTS = 100_000  # a seeded subsample beyond this, to keep files small
+MAX_POINTS = 100_000  # a seeded subsample beyond this, to keep files small and the explorer's plot quick
 
 
 def colour_map(key: str) -> str:
@@ -35,21 +35,32 @@ def colour_limits(key: str, values: np.ndarray) -> tuple[float, float]:
     return (float(low), float(high)) if high > low else (float(low) - 0.5, float(high) + 0.5)
 
 
+def shown_points(m: int) -> np.ndarray:
+    """Which of ``m`` particles a plot draws: all, or a seeded sample of ``MAX_POINTS`` (sorted)."""
+    if m <= MAX_POINTS:
+        return np.arange(m)
+    return np.sort(np.random.default_rng(0).choice(m, MAX_POINTS, replace=False))
+
+
+def point_size(n: int) -> float:
+    """Marker area (points^2) for ``n`` drawn points: large for a few, small for many."""
+    return float(np.clip(3000 / max(n, 1), 1, 20))
+
+
 def draw_embedding(ax, coords: np.ndarray, values: np.ndarray, key: str, method: str,
                    highlight: np.ndarray | None = None) -> None:
     """Scatter ``(m, 2)`` ``coords`` coloured by ``(m,)`` ``values`` of property ``key`` on ``ax``
     (NaN values grey, underneath), with a colour bar; ``highlight``: ``(p, 2)`` points marked as crosses."""
-    index = np.arange(len(coords))
-    if len(index) > MAX_POINTS:
-        index = np.sort(np.random.default_rng(0).choice(len(coords), MAX_POINTS, replace=False))
-    size = float(np.clip(3000 / max(len(index), 1), 1, 20))
+    index = shown_points(len(coords))
+    size = point_size(len(index))
     missing = index[~np.isfinite(values[index])]
     present = index[np.isfinite(values[index])]
     if len(missing):
-        ax.scatter(coords[missing, 0], coords[missing, 1], s=size, c="0.8", linewidths=0, label="no value")
+        ax.scatter(coords[missing, 0], coords[missing, 1], s=size, c="0.8", linewidths=0, label="no value",
+                   rasterized=True)
     low, high = colour_limits(key, values)
     points = ax.scatter(coords[present, 0], coords[present, 1], s=size, c=values[present], cmap=colour_map(key),
-                        vmin=low, vmax=high, linewidths=0)
+                        vmin=low, vmax=high, linewidths=0, rasterized=True)  # a PDF page of points as an image
     if highlight is not None and len(highlight):
         ax.scatter(highlight[:, 0], highlight[:, 1], marker="x", s=60, c="red", linewidths=1.5)
     ax.figure.colorbar(points, ax=ax, label=PROPERTIES[key].label)

@@ -3,7 +3,9 @@
 Movement properties come from each particle's displacement field under its own half's model
 (movable Gaussians only): its amount (RMS displacement), its direction (the mean displacement
 vector, as an angle in the plane where those vectors spread most), and its location (where the
-most-moving tenth of the Gaussians sits along the molecule's long axis).
+most-moving tenth of the Gaussians sits along the molecule's long axis). Beyond a few thousand
+Gaussians and ten thousand particles they are measured on a seeded subset of the Gaussians and
+carried from a sample of the particles to the others by their nearest codes (:mod:`.sampling`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import torch
 
 from .decoding import ConformationDecoder
 from .latents import LatentSet
+from .sampling import on_sample, reference_sample
 
 MOVING_FRACTION = 0.1  # the share of Gaussians that defines where a particle moves
 DENSITY_NEIGHBOURS = 10
-DENSITY_REFERENCE = 20000  # at most this many particles as kNN reference points
+DENSITY_REFERENCE = 5000  # at most this many particles as kNN reference points (k = 10 sets the noise)
+MOVEMENT_GAUSSIANS = 2000  # movable Gaussians (a seeded subset) a particle's movement is measured over
+MOVEMENT_SAMPLE = 10000  # particles per half whose movement is decoded; the others' is interpolated
 
 
 @dataclass(frozen=True)
@@ -60,30 +65,40 @@ def main_axis(positions: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Ten
     return centre, axis * torch.sign(axis[axis.abs().argmax()])
 
 
-def movement(decoder: ConformationDecoder, latents: LatentSet, batch_size: int) -> dict[str, np.ndarray]:
+def movement(decoder: ConformationDecoder, latents: LatentSet, batch_size: int, seed: int = 0,
+             sample: int = MOVEMENT_SAMPLE) -> dict[str, np.ndarray]:
     """``amount`` (Å), ``direction`` (degrees, -180..180) and ``location`` (Å) of each particle's
-    movement, each ``(m,)``."""
+    movement, each ``(m,)``: over a seeded subset of at most ``MOVEMENT_GAUSSIANS`` movable Gaussians,
+    exact for at most ``sample`` particles per half and interpolated from the nearest codes for the
+    others (:mod:`.sampling`)."""
     m = len(latents)
     amount, location = np.zeros(m), np.zeros(m)
     mean_vector = np.zeros((m, 3))
     for half in (1, 2):
         members = np.flatnonzero(latents.half == half)
-        if len(members) == 0:
+        movable = torch.nonzero(decoder.movable(half)).flatten()
+        if len(members) == 0 or len(movable) == 0:
             continue
-        movable = decoder.movable(half)
-        if not movable.any():
-            continue
-        consensus = decoder.consensus(half)[movable].double()
+        subset = movable[reference_sample(len(movable), MOVEMENT_GAUSSIANS, seed)]
         centre, axis = main_axis(decoder.consensus(half).double(), decoder.models[half].amplitudes.cpu().double())
-        along = (consensus - centre) @ axis  # (n_movable,) Å
-        top = max(1, math.ceil(MOVING_FRACTION * len(consensus)))
-        for start in range(0, len(members), batch_size):
-            rows = members[start:start + batch_size]
-            delta = decoder.displacements(latents.z[rows], half)[:, movable].double()  # (b, n_movable, 3)
-            size = delta.norm(dim=-1)
-            amount[rows] = size.pow(2).mean(-1).sqrt().numpy()
-            mean_vector[rows] = delta.mean(1).numpy()
-            location[rows] = along[size.topk(top, dim=1).indices].mean(1).numpy()
+        along = (decoder.consensus(half)[subset].double() - centre) @ axis  # (s,) Å
+        top = max(1, math.ceil(MOVING_FRACTION * len(subset)))
+
+        def compute(rows: np.ndarray, half: int = half, subset=subset, along=along, top=top) -> dict[str, np.ndarray]:
+            out = {"amount": np.zeros(len(rows)), "mean_vector": np.zeros((len(rows), 3)),
+                   "location": np.zeros(len(rows))}
+            for start in range(0, len(rows), batch_size):
+                part = slice(start, start + batch_size)
+                delta = decoder.displacements(latents.z[members[rows[part]]], half, subset).double()  # (b, s, 3)
+                size = delta.norm(dim=-1)
+                out["amount"][part] = size.pow(2).mean(-1).sqrt().numpy()
+                out["mean_vector"][part] = delta.mean(1).numpy()
+                out["location"][part] = along[size.topk(top, dim=1).indices].mean(1).numpy()
+            return out
+
+        values = on_sample(compute, latents.z[members], sample, seed, f"movement of half {half}'s particles")
+        amount[members], mean_vector[members], location[members] = (values[k] for k in ("amount", "mean_vector",
+                                                                                        "location"))
     _, _, vt = np.linalg.svd(mean_vector, full_matrices=False)
     signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])
     vt = vt * np.where(signs == 0, 1.0, signs)[:, None]
@@ -101,10 +116,7 @@ def local_density(coords: np.ndarray, k: int = DENSITY_NEIGHBOURS, seed: int = 0
     if m < 2:
         return np.ones(m)
     points = torch.as_tensor(coords, dtype=torch.float32, device=device)
-    reference = points
-    if m > DENSITY_REFERENCE:
-        chosen = torch.randperm(m, generator=torch.Generator().manual_seed(seed))[:DENSITY_REFERENCE]
-        reference = points[chosen.to(device)]
+    reference = points[torch.as_tensor(reference_sample(m, DENSITY_REFERENCE, seed), device=device)]
     k = min(k, len(reference) - 1)
     chunk = max(1, (1 << 24) // len(reference))
     radius = torch.empty(m, device=device)
@@ -125,7 +137,7 @@ def particle_properties(decoder: ConformationDecoder, latents: LatentSet, coords
         coords: ``(m, 2)`` the embedding.
         labels: ``(m,)`` cluster of each particle (0-based; shown 1-based).
     """
-    values = movement(decoder, latents, batch_size)
+    values = movement(decoder, latents, batch_size, seed)
     values["tilt"] = latents.angles_deg[:, 1].copy()
     values["rot"] = latents.angles_deg[:, 0].copy()
     values["shift"] = np.linalg.norm(latents.origins_angstrom, axis=1)

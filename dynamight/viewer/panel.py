@@ -15,7 +15,7 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ..analysis.plots import colour_limits, colour_map
+from ..analysis.plots import colour_limits, colour_map, point_size, shown_points
 from ..analysis.properties import PROPERTIES
 from .state import ACTIONS, REPRESENTATIONS, ExplorerState
 
@@ -32,6 +32,7 @@ class EmbeddingPanel(QWidget):
         self.state, self.on_change = state, on_change
         self.drawing: list[tuple[float, float]] | None = None
         self.last_vertices: np.ndarray | None = None
+        self.background = None  # the plot without the path being drawn (blitting)
         self.colour_box, self.representation_box, self.action_box = QComboBox(), QComboBox(), QComboBox()
         for key in state.colour_keys:
             self.colour_box.addItem(PROPERTIES[key].label, key)
@@ -66,10 +67,11 @@ class EmbeddingPanel(QWidget):
     # drawing
     def _plot(self) -> None:
         coords = self.state.space.embedding.coords
+        self.shown = shown_points(len(coords))  # beyond MAX_POINTS particles a sample is drawn; all are used
         self.figure.clear()
         self.axes = self.figure.add_subplot()
-        size = float(np.clip(3000 / max(len(coords), 1), 2, 25))
-        self.points = self.axes.scatter(coords[:, 0], coords[:, 1], s=size, linewidths=0)
+        self.points = self.axes.scatter(coords[self.shown, 0], coords[self.shown, 1],
+                                        s=max(point_size(len(self.shown)), 2), linewidths=0)
         self.colourbar = self.figure.colorbar(self.points, ax=self.axes)
         (self.marker,) = self.axes.plot([], [], "o", ms=10, mfc="none", mec="red", mew=2)
         (self.path_line,) = self.axes.plot([], [], "-", color="red", lw=1.5)
@@ -82,10 +84,11 @@ class EmbeddingPanel(QWidget):
         """Colour the points by the chosen property (NaN: grey)."""
         key, values = self.state.colour_by, self.state.colours()
         self.points.set_cmap(colormaps[colour_map(key)].with_extremes(bad="0.8"))
-        self.points.set_array(np.ma.masked_invalid(values))
+        self.points.set_array(np.ma.masked_invalid(values[self.shown]))
         self.points.set_clim(*colour_limits(key, values))
         self.colourbar.set_label(PROPERTIES[key].label)
-        self.axes.set_title(f"{len(values)} particles coloured by {key}", fontsize=9)
+        sample = f" ({len(self.shown)} drawn)" if len(self.shown) < len(values) else ""
+        self.axes.set_title(f"{len(values)} particles{sample} coloured by {key}", fontsize=9)
         self.canvas.draw_idle()
 
     def refresh(self) -> None:
@@ -128,6 +131,9 @@ class EmbeddingPanel(QWidget):
             self.refresh()
             return
         self.drawing = [(event.xdata, event.ydata)]
+        self.path_line.set_data([], [])  # the background saved for blitting must not hold an old path
+        self.canvas.draw()
+        self.background = self.canvas.copy_from_bbox(self.axes.bbox)
         self.path_line.set_data([event.xdata], [event.ydata])
 
     def _move(self, event) -> None:
@@ -135,7 +141,13 @@ class EmbeddingPanel(QWidget):
             return
         self.drawing.append((event.xdata, event.ydata))
         self.path_line.set_data(*np.asarray(self.drawing).T)
-        self.canvas.draw_idle()
+        if self.background is None:
+            self.canvas.draw_idle()
+            return
+        # blit: the saved plot, then only the path on top (redrawing every point on each move is slow)
+        self.canvas.restore_region(self.background)
+        self.axes.draw_artist(self.path_line)
+        self.canvas.blit(self.axes.bbox)
 
     def _release(self, event) -> None:
         if self.drawing is None:
