@@ -4,12 +4,13 @@ embedding, clusters, properties, plots, maps, subsets), of opening the explorer 
 interactions; and how far the movement properties interpolated from a sample of the particles
 (:mod:`dynamight.analysis.sampling`) are from the exactly decoded ones.
 
-A small run is trained first (the 3hsy hinge, 400 particles, box 64, 3 Å/px, 2 epochs); its
+A small run is trained first (the 3hsy hinge, 400 particles, box 64, 3 Å/px, 2 epochs), or ``--run``
+names a trained one (e.g. ``real_structure.py --keep``'s, whose codes hold a learnt motion); its
 latents.star is then grown to each size: the rows repeated, each with a code drawn from the trained
 codes plus noise (0.05 per dimension), a random half-set and 10% validation particles.
 
     python benchmarks/explorer_scale.py [--particles 100000 1000000] [--n-gaussians 1500] [--keep DIR]
-        [--skip-window]
+        [--run RUN] [--skip-window]
 
 The window part needs a display (``xvfb-run -a python benchmarks/explorer_scale.py``); without one it is skipped.
 """
@@ -167,11 +168,14 @@ def main() -> None:
     parser.add_argument("--particles", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--n-gaussians", type=int, default=1500)
     parser.add_argument("--keep", type=Path, default=None)
+    parser.add_argument("--run", type=Path, default=None,
+                        help="an existing optimize-deformations run to grow (default: train the small one); "
+                             "its latent_space/ is overwritten")
     parser.add_argument("--skip-window", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
-        run = trained_run(root, args.n_gaussians)
+        run = args.run or trained_run(root, args.n_gaussians)
         for m in args.particles:
             latents = root / f"latents_{m}.star"
             seconds = grown_latents(run, m, latents)

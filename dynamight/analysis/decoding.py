@@ -19,6 +19,7 @@ from ..training.model import ForwardModel
 from ..training.restore import load_forward_models
 
 RENDER_ELEMENTS = 1 << 24  # Gaussians x d^2 values per rendering chunk (64 MiB of float32)
+CHECK_EVERY, CONVERGED = 25, 0.01  # matching codes stops once 25 steps lower the mismatch by under 1%
 
 
 class ConformationDecoder:
@@ -103,7 +104,8 @@ def matched_codes(decoder: ConformationDecoder, z_source: np.ndarray, source: in
     """Codes under ``target``'s model that reproduce ``source``'s deformations.
 
     Each code minimises the mean squared difference of the two models' displacements over a seeded
-    subset of at most ``n_points`` movable Gaussians (Adam from the best code of ``pool``).
+    subset of at most ``n_points`` movable Gaussians (Adam from the best code of ``pool``, at most
+    ``steps`` steps, fewer once a batch's mismatch stops falling).
 
     Args:
         z_source: ``(m, l)`` codes under ``source``'s model.
@@ -130,13 +132,24 @@ def matched_codes(decoder: ConformationDecoder, z_source: np.ndarray, source: in
             nearest = torch.cdist(wanted.flatten(1), pool_fields).argmin(dim=1)
         z = pool_t[nearest].clone().requires_grad_(True)
         optimiser = torch.optim.Adam([z], lr=0.05)
-        for _ in range(steps):
+        best_z, best = z.detach().clone(), torch.full((len(z),), float("inf"), device=z.device)
+        previous = float("inf")
+        for step in range(steps + 1):
             optimiser.zero_grad()
             loss = (displacements_at(tgt, z, subset) - wanted).pow(2).sum(-1).mean(-1)
+            with torch.no_grad():  # each particle keeps its best code so far
+                better = loss < best
+                best, best_z[better] = torch.where(better, loss, best), z[better]
+            if step % CHECK_EVERY == 0:  # converged: CHECK_EVERY steps lowered the batch's mismatch by < 1%
+                if float(best.sum()) > (1 - CONVERGED) * previous:
+                    break
+                previous = float(best.sum())
+            if step == steps:
+                break
             loss.sum().backward()
             optimiser.step()
-        with torch.no_grad():
-            final = (displacements_at(tgt, z, subset) - wanted).pow(2).sum(-1).mean(-1).sqrt()
+        final = best.sqrt()
+        z = best_z
         out[rows] = z.detach().cpu().numpy()
         mismatch[rows] = final.cpu().numpy()
     return out, mismatch

@@ -31,7 +31,7 @@ from .subsets import ParticleSource
 
 log = logging.getLogger(__name__)
 MATCH_POOL = 2000  # at most this many half-1 codes as starting points for matching half-2 particles
-MATCH_SAMPLE = 1000  # half-2 particles matched (0.1-0.3 s each on a CPU); the others' codes are interpolated
+MATCH_SAMPLE = 1000  # half-2 particles matched (about 0.1 s each on a 2-core CPU); the others' codes are interpolated
 
 
 @dataclass
