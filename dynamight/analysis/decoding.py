@@ -148,8 +148,6 @@ def matched_codes(decoder: ConformationDecoder, z_source: np.ndarray, source: in
                 break
             loss.sum().backward()
             optimiser.step()
-        final = best.sqrt()
-        z = best_z
-        out[rows] = z.detach().cpu().numpy()
-        mismatch[rows] = final.cpu().numpy()
+        out[rows] = best_z.cpu().numpy()
+        mismatch[rows] = best.sqrt().cpu().numpy()
     return out, mismatch

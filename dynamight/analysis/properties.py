@@ -84,7 +84,7 @@ def movement(decoder: ConformationDecoder, latents: LatentSet, batch_size: int, 
         along = (decoder.consensus(half)[subset].double() - centre) @ axis  # (s,) Å
         top = max(1, math.ceil(MOVING_FRACTION * len(subset)))
 
-        def compute(rows: np.ndarray, half: int = half, subset=subset, along=along, top=top) -> dict[str, np.ndarray]:
+        def compute(rows: np.ndarray) -> dict[str, np.ndarray]:  # rows: indices into members
             out = {"amount": np.zeros(len(rows)), "mean_vector": np.zeros((len(rows), 3)),
                    "location": np.zeros(len(rows))}
             for start in range(0, len(rows), batch_size):
