@@ -28,11 +28,7 @@ the report's PDF 190 s, and every mouse move while drawing redrew the plot (4 s 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +38,7 @@ import starfile
 
 from dynamight.cli import main as dynamight
 
-HERE = Path(__file__).resolve().parent
+from scale import measure
 
 
 def trained_run(root: Path, n_gaussians: int) -> Path:
@@ -74,16 +70,6 @@ def grown_latents(run: Path, m: int, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def measured(args: list[str]) -> dict:
-    """``dynamight ARGS`` in a fresh process: seconds and peak memory."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, str(HERE / "measured.py"), *args], capture_output=True, text=True, env=env)
-    found = re.findall(r"MEASURED (\{[^}]*\})", done.stdout)
-    if done.returncode != 0 or not found:
-        raise RuntimeError(f"dynamight {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    return json.loads(found[-1])
-
-
 def interpolation_error(run: Path, latents: Path, n_check: int = 1000) -> str:
     """Interpolated against exactly decoded movement of ``n_check`` particles outside the sample."""
     import torch
@@ -99,6 +85,8 @@ def interpolation_error(run: Path, latents: Path, n_check: int = 1000) -> str:
                                        group.box_px, group.pixel_size_angstrom, torch.device("cpu"))
     interpolated = movement(decoder, chosen, 512)
     outside = np.setdiff1d(np.arange(len(chosen)), reference_sample(len(chosen), MOVEMENT_SAMPLE))
+    if len(outside) == 0:
+        return f"movement of {len(chosen)} particles: every one decoded (at most {MOVEMENT_SAMPLE} per half)"
     check = np.random.default_rng(1).choice(outside, min(n_check, len(outside)), replace=False)
     exact = movement(decoder, _subset(chosen, check), 512, sample=len(check))
     lines = []
@@ -193,7 +181,7 @@ def main() -> None:
             print(f"\n{m} particles: latents.star written in {seconds:.1f} s ({latents.stat().st_size / 2**20:.0f} MB)",
                   flush=True)
             for half in (1, 0):
-                cost = measured(["explore-latent-space", str(run), "--latents-file", str(latents), "--half-set",
+                cost = measure(["explore-latent-space", str(run), "--latents-file", str(latents), "--half-set",
                                  str(half), "--headless"])
                 print(f"  headless analysis of half-set {half}: {cost['seconds']:.1f} s, peak memory "
                       f"{cost['peak_rss_mb']:.0f} MB", flush=True)
