@@ -96,7 +96,7 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
     width = learnt.shape[1]
     out = torch.zeros((len(indices), width + (0 if poses is None else poses.shape[1])), dtype=torch.float32,
                       device=device)
-    for rows, idx in _shared_batches(table, indices, batch_size):
+    for rows, idx in shared_batches(table, indices, batch_size):
         z = learnt[torch.as_tensor(idx)].to(device)
         new = ~trained[idx]
         pose = None
@@ -121,7 +121,7 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
     return out[:, :width], None if poses is None else out[:, width:]
 
 
-def _shared_batches(table: ParticleTable, indices: np.ndarray, batch_size: int):
+def shared_batches(table: ParticleTable, indices: np.ndarray, batch_size: int):
     """Yield ``(rows, particles)``: this process's share of ``indices`` (every ``world``-th) in
     batches of one optics group, and their positions in ``indices``."""
     position = {int(p): i for i, p in enumerate(indices)}
@@ -166,7 +166,7 @@ def posterior_spread(model: ForwardModel, weights: torch.Tensor, table: Particle
     model.eval()
     movable = movable_mask(model)
     out = torch.zeros(len(indices), dtype=torch.float32, device=device)
-    for rows, idx in _shared_batches(table, indices, batch_size):
+    for rows, idx in shared_batches(table, indices, batch_size):
         batch = load_batch(table, images, idx, device, model.box_px)
         z = torch.as_tensor(codes[rows], device=device).requires_grad_(True)
         pose = None if poses is None else torch.as_tensor(poses[rows], device=device)

@@ -4,6 +4,7 @@ after every epoch, then write latents and models."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from ..reconstruction.imaging import batch_ctf, centred_spectra
 from ..runtime import JobControl, progress, save_config, start_process
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .deformations import HalfState, train_epoch
+from .initial_codes import initial_codes
 from .inference import disagreement, particle_latents, posterior_spread, rms_displacement
 from .losses import NoiseSpectrum, data_term
 from .model import ForwardModel
@@ -52,6 +54,18 @@ def _initialise(state: HalfState, batch, device) -> None:
         model.input_scale.fill_(float(((count - 1) / (s2 - s1 * s1 / count)).sqrt()))
         state.noise.accumulate(spectra - predicted * scale.float())
         state.noise.update()
+
+
+def _codes_from_forces(state: HalfState, config, table, images, indices: np.ndarray, device, seed: int,
+                       half: int) -> None:
+    """Start the training particles' codes on the force components (:mod:`.initial_codes`)."""
+    start = time.perf_counter()
+    codes = initial_codes(state.model, state.noise.weights(), table, images, indices, config.n_latent_dimensions,
+                          config.batch_size, device, seed)
+    with torch.no_grad():
+        state.latents.weight[torch.as_tensor(indices, device=device), :codes.shape[1]] = codes.to(device)
+    log.info("half %d: codes of %d particles start on %d force components (%.1f s)", half, len(indices),
+             codes.shape[1], time.perf_counter() - start)
 
 
 def _new_state(config, gaussians: GaussianModel, movable, body, n_bodies, box, pixel, radius_px, device,
@@ -133,6 +147,8 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
         for h in (1, 2):
             _initialise(states[h], load_batch(table, images, shard(train[h][: config.batch_size]), device, work_box),
                         device)
+            if config.initial_codes == "forces":
+                _codes_from_forces(states[h], config, table, images, train[h], device, config.seed + h, h)
     if main:
         save_config(config.output_directory / "config.json", config)
     writer = _tensorboard(out / "tensorboard") if main else None
