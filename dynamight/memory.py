@@ -29,7 +29,7 @@ FLOAT_BYTES = 4
 #: float32 values kept at the peak of a step, per particle and per element of the tensor named
 PER_PROFILE = 10.0  # (n, d): render profiles, their arguments and gradients
 PER_ACTIVATION = 2.5  # (n, hidden) per decoder layer: activations and their gradients
-PER_GAUSSIAN = 450.0  # (n,): positional terms, local-rigid rotations (3, 3), deformed positions, gradients
+PER_GAUSSIAN = 470.0  # (n,): positional terms, the modes' term, local-rigid rotations (3, 3), deformed positions, gradients
 PER_PIXEL = 20.0  # (d, d): image, CTF, spectra, residuals
 #: bytes: libraries' first-use buffers and autograd's bookkeeping in a step
 STEP_OVERHEAD_BYTES = 8 * 2**20
@@ -45,13 +45,14 @@ AUTOMATIC_BATCH = 128
 def _network_parameters(box_px: int, n_latent: int, n_layers: int, n_neurons: int, encoder_neurons: int,
                         n_frequencies: int = 6) -> int:
     """Parameters of one half's encoder (MLP on the 2x-binned image inside its mask, bounded by the
-    whole binned image) and displacement decoder."""
+    whole binned image) and displacement decoder (its MLP and its modes' network)."""
     encoder_inputs = (box_px // 2) ** 2 + 9
     encoder = (encoder_inputs + 1) * encoder_neurons + 2 * (encoder_neurons + 1) * encoder_neurons \
         + (encoder_neurons + 1) * 2 * n_latent
     decoder = (6 * n_frequencies + 1 + n_latent) * n_neurons + (n_layers - 2) * (n_neurons + 1) * n_neurons \
         + (n_neurons + 1) * 6
-    return encoder + decoder
+    modes = (6 * n_frequencies + 1) * n_neurons + (n_neurons + 1) * n_neurons + (n_neurons + 1) * 6 * n_latent
+    return encoder + decoder + modes
 
 
 def training_step_bytes(box_px: int, n_gaussians: int, batch_size: int, n_latent: int = 6, n_layers: int = 8,

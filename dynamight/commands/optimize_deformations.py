@@ -48,6 +48,10 @@ class Config(StepConfig, ParticleFileOptions):
         "forces", description="how the per-particle codes start: each particle's scores on the principal components "
                               "of the forces its image exerts on the consensus Gaussians (a linearised variability "
                               "analysis: every latent dimension starts on a motion in the data), or small random values")
+    n_fixed_code_epochs: int | None = Field(
+        None, ge=0, description="epochs at the start in which the codes stay where they started while the decoder "
+                                "learns to follow them (default: a tenth of --n-epochs with --initial-codes forces, "
+                                "else 0)")
     latent_learning_rate: float = Field(0.05, gt=0, description="learning rate of the per-particle latent codes")
     latent_refinement_steps: int = Field(4, ge=0, description="Adam steps refining each training particle's code against the final decoder (0: keep the codes learnt in training)")
     refine_poses: bool = Field(False, description="refine each particle's pose with its code after the warm-up: a "

@@ -28,6 +28,15 @@ class DisplacementDecoder(nn.Module):
 
     The first layer is split into a per-Gaussian and a per-particle part, so the ``(b, n)``
     broadcast starts at the first hidden layer.
+
+    Beside the MLP, a term linear in ``z``: ``M(c_j) z``, where a small network of the position
+    gives each Gaussian one output vector per latent dimension (zero at start). Every latent
+    dimension thus has output weights of its own, which only the particles' amounts along it train.
+    In the MLP alone, where ``z`` enters at the first layer and every weight serves every motion, a
+    strong motion dominates the optimiser's adaptive step sizes of all weights: on 1BD2 with the TCR
+    and β2-microglobulin hinging independently, the MLP alone fed with the TRUE amounts of both
+    motions as fixed codes learnt the TCR's (5.8 Å RMS) and, after 12 epochs, none of β2m's (0.4 Å,
+    as the fixed domain's).
     """
 
     def __init__(self, n_latent: int, extent_angstrom: float, n_frequencies: int = 6, hidden: int = 32,
@@ -38,9 +47,13 @@ class DisplacementDecoder(nn.Module):
         self.from_position = nn.Linear(6 * n_frequencies, hidden)
         self.from_latent = nn.Linear(n_latent, hidden, bias=False)
         self.hidden = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(n_layers - 2))
-        self.out = nn.Linear(hidden, 6 if local_rigid else 3)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.n_outputs = 6 if local_rigid else 3
+        self.out = nn.Linear(hidden, self.n_outputs)
+        self.modes = nn.Sequential(nn.Linear(6 * n_frequencies, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                                   nn.ReLU(), nn.Linear(hidden, self.n_outputs * n_latent))
+        for layer in (self.out, self.modes[-1]):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, z: torch.Tensor, positions: torch.Tensor, movable: torch.Tensor) -> torch.Tensor:
         """Displacements.
@@ -60,7 +73,9 @@ class DisplacementDecoder(nn.Module):
         h = torch.relu(from_position + self.from_latent(z)[:, None])
         for layer in self.hidden:
             h = torch.relu(layer(h))
-        out = self.out(h)
+        modes = self.modes(pe).unflatten(-1, (self.n_outputs, z.shape[-1]))  # ([b,] n, k, l)
+        out = self.out(h) + (torch.einsum("nkl,bl->bnk", modes, z) if modes.ndim == 3
+                             else torch.einsum("bnkl,bl->bnk", modes, z))
         if not self.local_rigid:
             return out * self.step_angstrom * movable[None, :, None]
         # one output unit turns a point at the extent by about step_angstrom

@@ -60,6 +60,7 @@ class HalfState:
     latent_noise: float = 0.1
     poses: torch.nn.Embedding | None = None  # per-particle pose corrections (``--refine-poses``; :mod:`.poses`)
     pose_optimiser: torch.optim.Optimizer | None = None
+    codes_fixed: bool = False  # the codes stay at their initial values (the first epochs; set per epoch)
     lam: float = 0.0
     step: int = 0
     chunks: int = 1  # each batch is processed in this many chunks (CPU caches; more after out-of-memory errors)
@@ -77,6 +78,10 @@ class HalfState:
         """The per-particle tables (codes, and pose corrections when refined) with their optimisers."""
         pairs = [(self.latents, self.latent_optimiser)]
         return pairs + ([(self.poses, self.pose_optimiser)] if self.poses is not None else [])
+
+    def learnt_tables(self) -> list[tuple[torch.nn.Embedding, torch.optim.Optimizer]]:
+        """The tables stepped now: :meth:`tables` without the codes while they are held fixed."""
+        return [(e, o) for e, o in self.tables() if not (self.codes_fixed and e is self.latents)]
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -107,7 +112,7 @@ def _sync_latents(state: HalfState, batch_indices: np.ndarray, local: np.ndarray
     device = state.latents.weight.device
     rows = torch.as_tensor(batch_indices, device=device)
     mine = torch.as_tensor(np.isin(batch_indices, local), device=device)
-    for embedding, optimiser in state.tables():
+    for embedding, optimiser in state.learnt_tables():
         weight = embedding.weight
         moments = optimiser.state.get(weight)
         if not moments:  # never stepped (pose corrections during the warm-up)
@@ -165,7 +170,7 @@ def _step(state: HalfState, batch: ParticleBatch, eps: torch.Tensor, full: np.nd
         for k, v in terms.items():
             totals[k] += v
     state.optimiser.step()
-    for _, optimiser in state.tables():
+    for _, optimiser in state.learnt_tables():
         optimiser.step()
     _sync_latents(state, full, batch.indices)
     state.step += 1

@@ -43,6 +43,14 @@ class ForwardModel(nn.Module):
         self.rigid = bool(n_bodies)
         self.mixed_precision = False
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As :meth:`torch.nn.Module.load_state_dict`; a checkpoint written before the decoder had its
+        modes (:class:`~dynamight.model.decoder.DisplacementDecoder`) loads with them at their
+        initial zero output, which gives exactly the decoder it was trained with."""
+        own = self.state_dict()
+        absent = {k: v for k, v in own.items() if k.startswith("decoder.modes.") and k not in state_dict}
+        return super().load_state_dict({**state_dict, **absent}, strict, assign)
+
     def encoder_input(self, spectra: torch.Tensor, ctf: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
         """``(b, d, d)`` real images for the encoder: the residual of the centred image after
         subtracting the consensus model's prediction, CTF-phase-flipped (what the deformation

@@ -56,6 +56,13 @@ def _initialise(state: HalfState, batch, device) -> None:
         state.noise.update()
 
 
+def fixed_code_epochs(config) -> int:
+    """Epochs at the start in which the codes are not learnt (``--n-fixed-code-epochs``)."""
+    if config.n_fixed_code_epochs is not None:
+        return config.n_fixed_code_epochs
+    return config.n_epochs // 10 if config.initial_codes == "forces" else 0
+
+
 def _codes_from_forces(state: HalfState, config, table, images, indices: np.ndarray, device, seed: int,
                        half: int) -> None:
     """Start the training particles' codes on the force components (:mod:`.initial_codes`)."""
@@ -163,6 +170,8 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
     with progress(job, "training", n_per_epoch * (config.n_epochs - start_epoch), log_lines=False) as advance:
         for epoch in range(start_epoch, config.n_epochs):
             warm = epoch < config.n_warmup_epochs if config.n_warmup_epochs is not None else epoch < config.n_epochs // 2
+            for h in (1, 2):
+                states[h].codes_fixed = epoch < fixed_code_epochs(config)
             results = {h: train_epoch(states[h], table, images, train[h], epoch, h, config.seed, config.batch_size,
                                       device, advance, use_prior=not warm) for h in (1, 2)}
             log.info("epoch %d/%d | %s", epoch + 1, config.n_epochs, " | ".join(
