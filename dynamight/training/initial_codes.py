@@ -14,6 +14,8 @@ small domain moving by itself) may never leave it within the epochs given: on 1B
 β2-microglobulin hinging independently, random codes learnt the TCR motion (|Spearman| 0.98) and
 none of β2m's (0.05-0.10). The force components start every code dimension on a motion: there the
 top component alone follows the TCR hinge at |Spearman| 0.89 and the top six follow β2m's at 0.80.
+The decoder must then be able to take up the weaker motion: see its modes
+(:class:`~dynamight.model.decoder.DisplacementDecoder`).
 
 Gold standard: each half's codes come from its own particles only.
 """
@@ -71,9 +73,10 @@ def initial_codes(model: ForwardModel, weights: torch.Tensor, table: ParticleTab
                   seed: int) -> torch.Tensor:
     """``(len(indices), k)`` codes of the given particles (one half's): their scores on the top
     ``k = min(n_latent, sample - 1)`` principal components of the forces (:func:`force_fields`) of a
-    seeded sample of at most ``FORCE_SAMPLE`` of them, each with unit variance over all of them. Collective in a distributed run (every process computes a share of the forces and
-    receives all codes); ``model``: a new half-set model (no motion yet), ``weights``: ``(d, d)``
-    its whitening weights."""
+    seeded sample of at most ``FORCE_SAMPLE`` of them, each with unit variance over all of them.
+    Collective in a distributed run (every process computes a share of the forces and receives all
+    codes); ``model``: a new half-set model (no motion yet), ``weights``: ``(d, d)`` its whitening
+    weights."""
     rng = np.random.default_rng(seed)
     in_sample = np.zeros(len(indices), dtype=bool)
     in_sample[rng.choice(len(indices), size=min(FORCE_SAMPLE, len(indices)), replace=False)] = True
@@ -89,5 +92,4 @@ def initial_codes(model: ForwardModel, weights: torch.Tensor, table: ParticleTab
     for rows, part in force_fields(model, weights, table, images, indices[rest], batch_size, device):
         rest_codes[torch.as_tensor(rows, device=device)] = (part - mean.to(device)) @ directions.to(device)
     codes[torch.as_tensor(rest)] = all_reduce_sum(rest_codes).cpu()
-    return codes / codes.std(0).clamp(min=1e-12)  # the sample's variance overstates the others'
-
+    return codes / codes.std(0, correction=0).clamp(min=1e-12)  # the sample's variance overstates the others'

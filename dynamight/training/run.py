@@ -56,7 +56,7 @@ def _initialise(state: HalfState, batch, device) -> None:
         state.noise.update()
 
 
-def fixed_code_epochs(config) -> int:
+def _fixed_code_epochs(config) -> int:
     """Epochs at the start in which the codes are not learnt (``--n-fixed-code-epochs``)."""
     if config.n_fixed_code_epochs is not None:
         return config.n_fixed_code_epochs
@@ -171,7 +171,7 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
         for epoch in range(start_epoch, config.n_epochs):
             warm = epoch < config.n_warmup_epochs if config.n_warmup_epochs is not None else epoch < config.n_epochs // 2
             for h in (1, 2):
-                states[h].codes_fixed = epoch < fixed_code_epochs(config)
+                states[h].codes_fixed = epoch < _fixed_code_epochs(config)
             results = {h: train_epoch(states[h], table, images, train[h], epoch, h, config.seed, config.batch_size,
                                       device, advance, use_prior=not warm) for h in (1, 2)}
             log.info("epoch %d/%d | %s", epoch + 1, config.n_epochs, " | ".join(
