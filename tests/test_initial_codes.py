@@ -9,7 +9,7 @@ import torch
 
 from dynamight.data.images import ParticleImages
 from dynamight.data.particles import read_particles
-from dynamight.simulate.evaluate import spearman
+from dynamight.simulate.factors import direction_spearman
 from dynamight.training import initial_codes as module
 from dynamight.training.initial_codes import _components, initial_codes
 from dynamight.training.model import ForwardModel
@@ -17,9 +17,8 @@ from dynamight.training.setup import consensus_gaussians
 
 
 def _best_linear(codes: np.ndarray, truth: np.ndarray) -> float:
-    design = np.concatenate([codes, np.ones((len(codes), 1))], axis=1)
-    coef, *_ = np.linalg.lstsq(design, truth, rcond=None)
-    return abs(spearman(design @ coef, truth))
+    everyone = np.ones(len(codes), dtype=bool)
+    return direction_spearman(codes, truth, everyone, everyone)
 
 
 def test_components_give_unit_variance_scores_that_the_projection_reproduces():
