@@ -4,7 +4,10 @@ Every particle's code is refined against the final, frozen decoder by a few Adam
 ``whitened data term + |z|^2 / 2`` (the objective the training codes minimised): a training
 particle's code starts from the code learnt for it (updated once per epoch while the decoder was
 still changing; ``REFINE_STEPS_LEARNT`` steps), any other particle's (validation, or another
-half's) from the encoder's code (``REFINE_STEPS``).
+half's) from whichever fits its image best of the encoder's code and ``N_STARTS`` codes learnt for
+training particles (``REFINE_STEPS``). The encoder alone is a poor start when several motions
+share the latent space: on two independent motions of a real structure its codes, refined, followed
+the stronger motion at |Spearman| 0.86 on held-out particles, the best of the 33 starts at 0.99.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from .poses import corrected, pose_prior
 
 REFINE_STEPS = 12  # from the encoder's code
 REFINE_STEPS_LEARNT = 4  # from a code learnt in training
+N_STARTS = 32  # learnt training codes tried as starting points for any other particle
 
 
 @contextlib.contextmanager
@@ -83,7 +87,7 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
         learnt: ``(n_particles, l)`` the model's learnt codes (valid where ``trained``).
         trained: ``(n_particles,)`` bool, particles whose code in ``learnt`` is the starting point
             (the ones this model trained on, or codes already refined); the others start from the
-            encoder's code.
+            best fitting of the encoder's code and a seeded sample of the trained ones' codes.
         poses: ``(n_particles, 5)`` pose corrections to start from where ``trained`` (zeros, the
             consensus pose, elsewhere), or ``None``: consensus poses, not refined.
 
@@ -96,6 +100,7 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
     width = learnt.shape[1]
     out = torch.zeros((len(indices), width + (0 if poses is None else poses.shape[1])), dtype=torch.float32,
                       device=device)
+    starts = _sample_codes(learnt, trained)
     for rows, idx in shared_batches(table, indices, batch_size):
         z = learnt[torch.as_tensor(idx)].to(device)
         new = ~trained[idx]
@@ -110,8 +115,7 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
             part, sel = batch.part(np.flatnonzero(rows_of)), torch.as_tensor(rows_of, device=device)
             start = z[sel]
             if from_encoder:
-                with torch.no_grad():
-                    start, _ = model.encode(centred_spectra(part), batch_ctf(part), part.rotations)
+                start = best_start(model, part, weights.to(device), starts.to(device))
             z[sel], refined = refine_latents(model, part, weights.to(device), start, steps,
                                              pose0=None if pose is None else pose[sel])
             if pose is not None:
@@ -119,6 +123,28 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
         out[torch.as_tensor(rows, device=device)] = z if pose is None else torch.cat([z, pose], dim=1)
     out = all_reduce_sum(out).cpu().numpy()
     return out[:, :width], None if poses is None else out[:, width:]
+
+
+def _sample_codes(learnt: torch.Tensor, trained: np.ndarray, n: int = N_STARTS) -> torch.Tensor:
+    """``(k, l)`` up to ``n`` codes of trained particles, drawn with a fixed seed (the same in every
+    process of a distributed run)."""
+    pool = np.flatnonzero(trained)
+    chosen = np.random.default_rng(0).choice(pool, min(n, len(pool)), replace=False)
+    return learnt[torch.as_tensor(np.sort(chosen), dtype=torch.long)]
+
+
+@torch.no_grad()
+def best_start(model: ForwardModel, batch: ParticleBatch, weights: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """``(b, l)`` for each particle the code, of its encoder's code and the ``(k, l)`` candidates,
+    with the lowest training objective (one forward pass per candidate, no gradients)."""
+    encoded, _ = model.encode(centred_spectra(batch), batch_ctf(batch), batch.rotations)
+    best, lowest = encoded, _objective(model, batch, weights, encoded, None)
+    for code in candidates:
+        z = code.expand_as(encoded)
+        value = _objective(model, batch, weights, z, None)
+        better = value < lowest
+        best, lowest = torch.where(better[:, None], z, best), torch.minimum(value, lowest)
+    return best
 
 
 def shared_batches(table: ParticleTable, indices: np.ndarray, batch_size: int):
