@@ -52,7 +52,7 @@ TRAIN = StepSpec(
     params=(Param("n_gaussians", int, None, "number of Gaussian pseudo-atoms (not given: dynamight's default, "
                   "fewer when the map has fewer voxels above the threshold)", minimum=2),
             Param("n_latent_dimensions", int, 5, "dimensions of the latent space", minimum=1),
-            Param("regularization_factor", float, 1.0, "weight of the deformation prior", minimum=0),
+            Param("regularization_factor", float, 0.3, "weight of the deformation prior", minimum=0),
             Param("n_epochs", int, 200, "training epochs", minimum=1),
             Param("initial_threshold", float, None, "map threshold for placing the Gaussians (not given: estimated)"),
             Param("batch_size", int, None, "particles per batch (not given: dynamight's automatic choice, 128, "

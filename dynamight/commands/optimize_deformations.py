@@ -29,7 +29,8 @@ class Config(StepConfig, ParticleFileOptions):
                                      "images are Fourier-cropped to it (default: from the Gaussians' width, pixel "
                                      "about 1.2 widths, at least 32); maps and later steps use the full images")
     n_latent_dimensions: int = Field(6, ge=1, description="latent space dimensions")
-    regularization_factor: float = Field(0.9, ge=0, description="weight of the distance prior relative to the data (gradient-norm balanced)")
+    regularization_factor: float = Field(0.3, ge=0, description="weight of the distance prior relative to the data "
+                                         "(gradient-norm balanced; upstream's default 0.9 erased a weak second motion)")
     batch_size: int | None = Field(None, ge=1, description="particles per batch (default: automatic: 128, "
                                    "halved until the estimated memory of a training step fits in 80 "
                                    "percent of the device's free memory; a resumed run keeps its batch size)")
