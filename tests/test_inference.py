@@ -8,8 +8,7 @@ import torch
 from dynamight.data.batches import load_batch
 from dynamight.data.images import ParticleImages
 from dynamight.data.particles import read_particles
-from dynamight.reconstruction.imaging import batch_ctf, centred_spectra
-from dynamight.training.inference import _objective, best_start
+from dynamight.training.inference import _objective, best_start, observed
 from dynamight.training.model import ForwardModel
 from dynamight.training.setup import consensus_gaussians
 
@@ -29,11 +28,11 @@ def test_best_start_is_the_lowest_objective_of_the_encoder_code_and_the_candidat
     candidates = 2.0 * torch.randn(8, 2, generator=torch.Generator().manual_seed(1))
     chosen = best_start(model, batch, weights, candidates)
     with torch.no_grad():
-        encoded, _ = model.encode(centred_spectra(batch), batch_ctf(batch), batch.rotations)
+        images = observed(batch)
+        encoded, _ = model.encode(*images, batch.rotations)
         options = torch.cat([encoded[None], candidates[:, None].expand(-1, 24, -1)])  # (9, 24, 2)
-        values = torch.stack([_objective(model, batch, weights, z, None) for z in options])
-        picked = _objective(model, batch, weights, chosen, None)
+        values = torch.stack([_objective(model, batch, images, weights, z, None) for z in options])
+        picked = _objective(model, batch, images, weights, chosen, None)
     assert torch.allclose(picked, values.min(0).values)
     assert all(any(torch.equal(chosen[i], options[k, i]) for k in range(9)) for i in range(24))
     assert (values.argmin(0) > 0).any() and (values.argmin(0) == 0).sum() < 24  # the candidates do get chosen
-

@@ -47,11 +47,18 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def _objective(model: ForwardModel, batch: ParticleBatch, weights: torch.Tensor, z: torch.Tensor,
-               pose: torch.Tensor | None) -> torch.Tensor:
-    """``(b,)`` the training objective of each particle of a batch: whitened data term, the codes'
-    ``|z|^2 / 2`` and, with ``(b, 5)`` pose corrections, their prior (:mod:`.poses`)."""
-    ctf, spectra, rotations = batch_ctf(batch), centred_spectra(batch), batch.rotations
+def observed(batch: ParticleBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(b, d, d)`` centred spectra and ``(b, d, d)`` CTFs of a batch's images: computed once per
+    batch, then shared by every evaluation of :func:`_objective` on it."""
+    return centred_spectra(batch), batch_ctf(batch)
+
+
+def _objective(model: ForwardModel, batch: ParticleBatch, images: tuple[torch.Tensor, torch.Tensor],
+               weights: torch.Tensor, z: torch.Tensor, pose: torch.Tensor | None) -> torch.Tensor:
+    """``(b,)`` the training objective of each particle of a batch (``images``: its
+    :func:`observed` spectra and CTFs): whitened data term, the codes' ``|z|^2 / 2`` and, with
+    ``(b, 5)`` pose corrections, their prior (:mod:`.poses`)."""
+    (spectra, ctf), rotations = images, batch.rotations
     penalty = 0.5 * z.pow(2).sum(-1)
     if pose is not None:
         rotations, spectra = corrected(pose, rotations, spectra, batch.pixel_size_angstrom)
@@ -68,10 +75,11 @@ def refine_latents(model: ForwardModel, batch: ParticleBatch, weights: torch.Ten
     z = z0.detach().clone().requires_grad_(True)
     pose = None if pose0 is None else pose0.detach().clone().requires_grad_(True)
     optimiser = torch.optim.Adam([z] + ([pose] if pose is not None else []), lr=lr)
+    images = observed(batch)
     with frozen(model):
         for _ in range(steps):
             optimiser.zero_grad()
-            _objective(model, batch, weights, z, pose).sum().backward()
+            _objective(model, batch, images, weights, z, pose).sum().backward()
             optimiser.step()
     return z.detach(), None if pose is None else pose.detach()
 
@@ -101,7 +109,7 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
     width = learnt.shape[1]
     out = torch.zeros((len(indices), width + (0 if poses is None else poses.shape[1])), dtype=torch.float32,
                       device=device)
-    starts = _sample_codes(learnt, trained)
+    starts = _sample_codes(learnt, trained).to(device)
     for rows, idx in shared_batches(table, indices, batch_size):
         z = learnt[torch.as_tensor(idx)].to(device)
         new = ~trained[idx]
@@ -116,7 +124,7 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
             part, sel = batch.part(np.flatnonzero(rows_of)), torch.as_tensor(rows_of, device=device)
             start = z[sel]
             if from_encoder:
-                start = best_start(model, part, weights.to(device), starts.to(device))
+                start = best_start(model, part, weights.to(device), starts)
             z[sel], refined = refine_latents(model, part, weights.to(device), start, steps,
                                              pose0=None if pose is None else pose[sel])
             if pose is not None:
@@ -138,11 +146,12 @@ def _sample_codes(learnt: torch.Tensor, trained: np.ndarray, n: int = N_STARTS) 
 def best_start(model: ForwardModel, batch: ParticleBatch, weights: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     """``(b, l)`` for each particle the code, of its encoder's code and the ``(k, l)`` candidates,
     with the lowest training objective (one forward pass per candidate, no gradients)."""
-    encoded, _ = model.encode(centred_spectra(batch), batch_ctf(batch), batch.rotations)
-    best, lowest = encoded, _objective(model, batch, weights, encoded, None)
+    images = observed(batch)
+    encoded, _ = model.encode(*images, batch.rotations)
+    best, lowest = encoded, _objective(model, batch, images, weights, encoded, None)
     for code in candidates:
         z = code.expand_as(encoded)
-        value = _objective(model, batch, weights, z, None)
+        value = _objective(model, batch, images, weights, z, None)
         better = value < lowest
         best, lowest = torch.where(better[:, None], z, best), torch.minimum(value, lowest)
     return best
@@ -198,7 +207,7 @@ def posterior_spread(model: ForwardModel, weights: torch.Tensor, table: Particle
         z = torch.as_tensor(codes[rows], device=device).requires_grad_(True)
         pose = None if poses is None else torch.as_tensor(poses[rows], device=device)
         with frozen(model):
-            loss = _objective(model, batch, weights.to(device), z, pose).sum()
+            loss = _objective(model, batch, observed(batch), weights.to(device), z, pose).sum()
             grad, = torch.autograd.grad(loss, z, create_graph=True)
             hessian = torch.stack([torch.autograd.grad(grad[:, k].sum(), z, retain_graph=True)[0]
                                    for k in range(z.shape[1])], dim=1).detach()  # (b, l, l)
