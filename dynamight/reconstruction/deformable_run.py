@@ -22,7 +22,8 @@ from ..errors import InputError
 from ..model.graph import mean_neighbour_distance
 from ..training.inference import displacements_of, movable_mask
 from ..training.model import ForwardModel
-from .deformable import PARTICLES_PER_CLUSTER, ClusterWarper, DeformableAccumulator, kmeans, n_clusters_for
+from .clusters import PARTICLES_PER_CLUSTER, deformation_clusters
+from .deformable import ClusterWarper, DeformableAccumulator
 from .plain import HalfMaps, half_maps_from, insert_batch
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,8 @@ def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: d
     box, pixel = group.box_px, group.pixel_size_angstrom
     launch = current()
     members = {h: np.flatnonzero(table.half_set == h) for h in (1, 2)}
-    labelling = {h: kmeans(latents[members[h]], n_clusters_for(len(members[h]), particles_per_cluster), seed=seed + h)
-                 for h in (1, 2)}
+    labelling = {h: deformation_clusters(models[h], latents[members[h]], particles_per_cluster, batch_size, device,
+                                         seed=seed + h) for h in (1, 2)}
     fingerprint = hashlib.sha256(b"".join(members[h].tobytes() + labelling[h].tobytes() for h in (1, 2))).hexdigest()
     accumulators = {h: DeformableAccumulator(box, device=device) for h in (1, 2)}
     done = from_main(lambda: _load_progress(state_dir / PROGRESS_FILE, accumulators, fingerprint))
