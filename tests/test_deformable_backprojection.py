@@ -16,6 +16,8 @@ from dynamight.data.fourier import fsc
 from dynamight.data.images import ParticleImages
 from dynamight.data.particles import read_particles
 from dynamight.data.volumes import read_map
+from dynamight.reconstruction.cluster_scales import LowResolutionClusters, cluster_scales
+from dynamight.reconstruction.clusters import deformation_clusters
 from dynamight.reconstruction.deformable_run import deformable_half_maps
 from dynamight.reconstruction.plain import reconstruct_half_maps
 from dynamight.simulate.dataset import simulate
@@ -177,3 +179,29 @@ def test_killed_backprojection_resumes_to_the_same_maps(run, tiny_project, tmp_p
     assert "starts over" in caplog.text
     fresh = maps(tmp_path / "c", 40)
     assert torch.allclose(other.half1, fresh.half1, atol=1e-5 * float(fresh.half1.abs().max()))
+
+
+class _ScaledHinge(_TrueHinge):
+    """The true hinge motion times ``factor`` (a model that learnt too small a motion)."""
+
+    def __init__(self, project: Path, factor: float):
+        super().__init__(project)
+        self.factor = factor
+
+    def displacements(self, z):
+        return self.factor * super().displacements(z)
+
+
+def test_cluster_scales_undo_a_too_small_motion(tmp_path):
+    """Fitted to the data alone, the clusters' scales are about 1 for the true motion and about
+    1 / 0.6 for a model whose motion is 60% of it."""
+    simulate(tmp_path, n_particles=1000, box_px=32, pixel_size_angstrom=4.0, snr=0.5, motion="hinge", seed=11)
+    table = read_particles(tmp_path / "particles.star")
+    images, cpu = ParticleImages(table), torch.device("cpu")
+    half = np.flatnonzero(table.half_set == 1)
+    for factor in (1.0, 0.6):
+        model = _ScaledHinge(tmp_path, factor)
+        labels = deformation_clusters(model, model.codes[half], 100, 64, cpu)
+        low = LowResolutionClusters(table, images, model, 32, 4.0, 2, cpu, read_map(tmp_path / "mask.mrc").data)
+        scales, _ = cluster_scales(low, model, model.codes[half], labels, half, 64, cpu)
+        assert abs(np.median(scales) - 1 / factor) <= 0.2, (factor, scales)

@@ -24,11 +24,14 @@ class Config(StepConfig):
     batch_size: int = Field(24, ge=1, description="particles per batch when computing deformations")
     backprojection_batch_size: int = Field(32, ge=1, description="particles per batch when inserting images")
     downsample: int = Field(2, ge=1, description="the deformation field is evaluated on a (box/downsample)^3 grid")
-    particles_per_cluster: int = Field(200, ge=1, description="particles per latent-space cluster: each cluster's "
-                                       "data is reconstructed, warped into the consensus frame as one")
+    particles_per_cluster: int = Field(200, ge=1, description="particles per cluster of similar deformations: each "
+                                       "cluster's data is reconstructed, warped into the consensus frame as one")
+    fit_cluster_scales: bool = Field(True, description="scale each cluster's warp (about the half-set's mean "
+                                     "deformation) to what best aligns its low-resolution density with the rest of "
+                                     "its half-set (corrects the too small motions a blurred consensus map leads to)")
     mask_file: Path | None = Field(None, description="solvent mask: the FSC (and the Wiener term) is the mask-corrected one")
     preload_images: bool = Field(False, description="read all images into memory first")
-    seed: int = Field(0, description="seed of the latent-space clustering")
+    seed: int = Field(0, description="seed of the clustering")
 
 
 def run(config: Config, job: JobControl) -> None:

@@ -27,6 +27,7 @@ import torch
 from ..analysis.clustering import kmeans
 from ..analysis.sampling import reference_sample
 from ..training.inference import displacements_of, movable_mask
+from ..training.model import ForwardModel
 
 PARTICLES_PER_CLUSTER = 200
 N_COMPONENTS = 8
@@ -36,6 +37,23 @@ FEATURE_GAUSSIANS = 2048
 
 def n_clusters_for(n_particles: int, particles_per_cluster: int = PARTICLES_PER_CLUSTER) -> int:
     return max(1, math.ceil(n_particles / particles_per_cluster))
+
+
+@torch.no_grad()
+def mean_displacement(model: ForwardModel, z: np.ndarray, batch_size: int, device) -> tuple[torch.Tensor, float]:
+    """The ``(n, 3)`` mean of the displacements (Å) over codes ``(m, l)``, and the sum over the
+    codes of the squared distance (Å^2, mean over the movable Gaussians) of their displacements from it."""
+    total = torch.zeros(model.positions.shape, device=device, dtype=torch.float64)
+    movable = movable_mask(model)
+    squares = 0.0
+    for _, delta in displacements_of(model, z, batch_size, device):
+        total += delta.sum(0).double()
+        squares += float(delta[:, movable].double().pow(2).sum(-1).mean(-1).sum())
+    m = max(len(z), 1)
+    mean = total / m
+    if not bool(movable.any()):
+        return mean.float(), 0.0
+    return mean.float(), max(squares - m * float(mean[movable].pow(2).sum(-1).mean()), 0.0)
 
 
 @torch.no_grad()

@@ -20,9 +20,9 @@ from ..data.particles import ParticleTable
 from ..distributed import any_rank, current, from_main, is_main
 from ..errors import InputError
 from ..model.graph import mean_neighbour_distance
-from ..training.inference import displacements_of, movable_mask
 from ..training.model import ForwardModel
-from .clusters import PARTICLES_PER_CLUSTER, deformation_clusters
+from .cluster_scales import LowResolutionClusters, cluster_scales, scaled
+from .clusters import PARTICLES_PER_CLUSTER, deformation_clusters, mean_displacement
 from .deformable import ClusterWarper, DeformableAccumulator
 from .plain import HalfMaps, half_maps_from, insert_batch
 
@@ -44,33 +44,17 @@ def read_latents(path: Path, table: ParticleTable) -> np.ndarray:
     return particles[columns].to_numpy(np.float32)
 
 
-@torch.no_grad()
-def mean_displacement(model: ForwardModel, z: np.ndarray, batch_size: int, device) -> tuple[torch.Tensor, float]:
-    """The ``(n, 3)`` mean of the displacements (Å) over codes ``(m, l)``, and the sum over the
-    codes of the squared distance (Å^2, mean over the movable Gaussians) of their displacements from it."""
-    total = torch.zeros(model.positions.shape, device=device, dtype=torch.float64)
-    movable = movable_mask(model)
-    squares = 0.0
-    for _, delta in displacements_of(model, z, batch_size, device):
-        total += delta.sum(0).double()
-        squares += float(delta[:, movable].double().pow(2).sum(-1).mean(-1).sum())
-    m = max(len(z), 1)
-    mean = total / m
-    if not bool(movable.any()):
-        return mean.float(), 0.0
-    return mean.float(), max(squares - m * float(mean[movable].pow(2).sum(-1).mean()), 0.0)
-
-
 def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: dict[int, ForwardModel],
                          latents: np.ndarray, device: torch.device, batch_size: int, downsample: int,
                          state_dir: Path, seed: int = 0, zero_deformation: bool = False, insert_batch_size: int = 32,
                          on_batch: Callable[[int], None] | None = None, regularise: bool = True,
                          particles_per_cluster: int = PARTICLES_PER_CLUSTER,
-                         mask: torch.Tensor | None = None) -> HalfMaps:
+                         mask: torch.Tensor | None = None, fit_scales: bool = True) -> HalfMaps:
     """Both half-maps (``batch_size`` codes per decoder call, ``insert_batch_size`` images per
     insertion); resumable: progress is saved in ``state_dir`` at most every
     ``SAVE_EVERY_SECONDS`` (after a round of clusters); a killed run redoes at most that much.
-    ``mask``: ``(d, d, d)`` solvent mask for the Wiener term's FSC (see :func:`.plain.half_maps_from`).
+    ``mask``: ``(d, d, d)`` solvent mask for the Wiener term's FSC (see :func:`.plain.half_maps_from`)
+    and the fit of the clusters' scales (``fit_scales``, :mod:`.cluster_scales`).
 
     The progress file holds a fingerprint of the clusters; one made with other clusters (another
     ``particles_per_cluster`` or seed, other codes) is not resumed from: the backprojection starts over.
@@ -85,7 +69,10 @@ def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: d
     members = {h: np.flatnonzero(table.half_set == h) for h in (1, 2)}
     labelling = {h: deformation_clusters(models[h], latents[members[h]], particles_per_cluster, batch_size, device,
                                          seed=seed + h) for h in (1, 2)}
-    fingerprint = hashlib.sha256(b"".join(members[h].tobytes() + labelling[h].tobytes() for h in (1, 2))).hexdigest()
+    scales = {h: _scales(table, images, models[h], latents[members[h]], labelling[h], members[h], batch_size, downsample,
+                         device, mask, half=h) if fit_scales and not zero_deformation else None for h in (1, 2)}
+    fingerprint = hashlib.sha256(b"".join(members[h].tobytes() + labelling[h].tobytes() for h in (1, 2))
+                                 + repr([None if s is None else s[0].tolist() for s in scales.values()]).encode()).hexdigest()
     accumulators = {h: DeformableAccumulator(box, device=device) for h in (1, 2)}
     done = from_main(lambda: _load_progress(state_dir / PROGRESS_FILE, accumulators, fingerprint))
     if not launch.is_main:  # rank 0 holds the saved totals; the others add only their new clusters
@@ -107,6 +94,8 @@ def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: d
                 if not zero_deformation:
                     shift, squares = mean_displacement(model, latents[chosen], batch_size, device)
                     spread, n_spread = spread + squares, n_spread + len(chosen)
+                    if scales[half] is not None:
+                        shift = scaled(scales[half][1], shift, float(scales[half][0][cluster]))
                 accumulators[half].finish_cluster(warper, shift)
             done.update((half, c) for c in round_)
             if on_batch is not None:
@@ -121,6 +110,19 @@ def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: d
                      " (this process's clusters)" if launch.world > 1 else "")
     totals = {h: a.summed_over_processes() for h, a in accumulators.items()}
     return half_maps_from(totals[1], totals[2], box, pixel, regularise, mask)
+
+
+def _scales(table: ParticleTable, images: ParticleImages, model, codes: np.ndarray, labels: np.ndarray,
+            indices: np.ndarray, batch_size: int, downsample: int, device, mask: torch.Tensor | None,
+            half: int) -> tuple[np.ndarray, torch.Tensor]:
+    """Each cluster's fitted scale and the half's mean displacement (:func:`.cluster_scales.cluster_scales`)."""
+    group = table.optics_groups[0]
+    low = LowResolutionClusters(table, images, model, group.box_px, group.pixel_size_angstrom, downsample, device, mask)
+    scales, centre = cluster_scales(low, model, codes, labels, indices, batch_size, device)
+    if is_main():
+        log.info("half %d: scales of the clusters' warps fitted to the data (at %.0f Å): median %.2f, range %.2f-%.2f",
+                 half, 2 * low.pixel, float(np.median(scales)), float(scales.min()), float(scales.max()))
+    return scales, centre
 
 
 def _save_progress(path: Path, accumulators: dict, done: set, fingerprint: str) -> None:

@@ -49,7 +49,8 @@ def deformable_backprojection(config, job: JobControl) -> None:
     with progress(job, "deformable backprojection", len(table)) as advance:
         maps = deformable_half_maps(table, images, models, latents, device, config.batch_size, config.downsample,
                                     out, seed=config.seed, insert_batch_size=config.backprojection_batch_size,
-                                    on_batch=advance, particles_per_cluster=config.particles_per_cluster, mask=mask)
+                                    on_batch=advance, particles_per_cluster=config.particles_per_cluster, mask=mask,
+                                    fit_scales=config.fit_cluster_scales)
     if main:
         write_half_maps(out, maps, HALF_MAP_NAMES, mask)
         (out / PROGRESS_FILE).unlink(missing_ok=True)
