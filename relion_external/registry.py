@@ -81,7 +81,7 @@ BACKPROJECT = StepSpec(
     "Deformable backprojection: half-maps corrected for every particle's deformation, and their FSC.",
     inputs=(Input("in_mask", "soft mask for the masked FSC", required=False),),
     params=(_checkpoint("checkpoint", "train", "checkpoint.pth"), _checkpoint("inverse", "invert", "inverse.pth"),
-            _batch(10), Param("particles_per_cluster", int, 200, "particles per latent-space cluster (each cluster is "
+            _batch(10), Param("particles_per_cluster", int, 200, "particles per cluster of similar deformations (each is "
                               "reconstructed and warped into the consensus frame as one)", minimum=1),
             GPU_ID, PRELOAD),
     outputs=(*HALF_MAPS, LOGFILE),

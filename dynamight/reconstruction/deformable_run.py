@@ -56,8 +56,10 @@ def deformable_half_maps(table: ParticleTable, images: ParticleImages, models: d
     ``mask``: ``(d, d, d)`` solvent mask for the Wiener term's FSC (see :func:`.plain.half_maps_from`)
     and the fit of the clusters' scales (``fit_scales``, :mod:`.cluster_scales`).
 
-    The progress file holds a fingerprint of the clusters; one made with other clusters (another
-    ``particles_per_cluster`` or seed, other codes) is not resumed from: the backprojection starts over.
+    The progress file holds a fingerprint of the clusters and their scales; one made with other
+    clusters (another ``particles_per_cluster`` or seed, other codes or scales) is not resumed
+    from: the backprojection starts over. The scales are fitted again on a resume (deterministic:
+    the same ones); every process of a distributed run fits all of them.
 
     In a distributed run the clusters are dealt out in rounds, one per process (cluster
     ``round * P + rank``); the accumulators are summed over the processes at each save and at the
@@ -143,7 +145,7 @@ def _load_progress(path: Path, accumulators: dict, fingerprint: str) -> set:
         return set()
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("version") != PROGRESS_VERSION or state.get("clusters") != fingerprint:
-        log.warning("%s was made with other latent-space clusters (particles per cluster, seed or codes): "
+        log.warning("%s was made with other clusters (particles per cluster, seed, codes or fitted scales): "
                     "the backprojection starts over", path)
         return set()
     for h, acc in accumulators.items():
