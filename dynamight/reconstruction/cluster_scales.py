@@ -54,7 +54,7 @@ def scaled(centre: torch.Tensor, shift: torch.Tensor, scale: float) -> torch.Ten
 
 
 class LowResolutionClusters:
-    """Clusters' densities at ``LOWPASS_ANGSTROM`` in the consensus frame, warped by a given displacement."""
+    """Clusters' densities at ``LOWPASS_ANGSTROM``, and their warps into the consensus frame."""
 
     def __init__(self, table: ParticleTable, images: ParticleImages, model, box_px: int, pixel_size_angstrom: float,
                  downsample: int, device, mask: torch.Tensor | None, insert_batch_size: int = 32):
@@ -83,9 +83,13 @@ class LowResolutionClusters:
         lo = padded.shape[-1] // 2 - self.box_px // 2
         return padded[lo:lo + self.box_px, lo:lo + self.box_px, lo:lo + self.box_px].contiguous()
 
-    def warp(self, density: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
-        """``(b, b, b)`` density moved into the consensus frame by ``(n, 3)`` Å displacements."""
-        return self.warper.warp(density, displacement)
+    def warps(self, density: torch.Tensor, centre: torch.Tensor, shift: torch.Tensor):
+        """``scale -> (b, b, b)`` the density moved into the consensus frame by the displacements
+        ``scaled(centre, shift, scale)`` (``(n, 3)`` Å), inside the mask; the field is linear in
+        the displacements, so it and the upsampled density are computed once for every scale."""
+        fine = self.warper.upsampled(density)
+        at_centre, at_shift = self.warper.field.dense(torch.stack([centre, shift]))
+        return lambda scale: self.warper.read(fine, at_centre + scale * (at_shift - at_centre)) * self.mask
 
 
 def cluster_scales(low: LowResolutionClusters, model, codes: np.ndarray, labels: np.ndarray, indices: np.ndarray,
@@ -113,15 +117,15 @@ def cluster_scales(low: LowResolutionClusters, model, codes: np.ndarray, labels:
         centre += float(sizes[k] / len(labels)) * shift
     scales = np.ones(n_clusters)
     for _ in range(ROUNDS):
-        total = sum(float(sizes[k]) * low.warp(density, scaled(centre, shift, scales[k])) * low.mask
-                    for k, density, shift in clusters())
+        total = sum(float(sizes[k]) * low.warps(density, centre, shift)(scales[k]) for k, density, shift in clusters())
         fitted = scales.copy()
         for k, density, shift in clusters():
-            others = total - float(sizes[k]) * low.warp(density, scaled(centre, shift, scales[k])) * low.mask
+            moved = low.warps(density, centre, shift)
+            others = total - float(sizes[k]) * moved(scales[k])  # the cluster itself left out
 
             def score(s: float) -> float:
-                moved = low.warp(density, scaled(centre, shift, s)) * low.mask
-                return float((moved * others).sum() / moved.norm().clamp(min=1e-30))
+                volume = moved(s)
+                return float((volume * others).sum() / volume.norm().clamp(min=1e-30))
 
             fitted[k] = max(SCALES, key=score)
         scales = fitted

@@ -31,8 +31,8 @@ from ..training.model import ForwardModel
 
 PARTICLES_PER_CLUSTER = 200
 N_COMPONENTS = 8
-FEATURE_SAMPLE = 2000
-FEATURE_GAUSSIANS = 2048
+FEATURE_SAMPLE = 1000
+FEATURE_GAUSSIANS = 512
 
 
 def n_clusters_for(n_particles: int, particles_per_cluster: int = PARTICLES_PER_CLUSTER) -> int:

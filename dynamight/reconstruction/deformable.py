@@ -63,15 +63,25 @@ class ClusterWarper:
         the reads fall on the original samples and the warp is the identity."""
         d, padded = self.box_px, volume.shape[-1]
         lo = padded // 2 - d // 2
-        fine = upsample_twice(volume[lo:lo + d, lo:lo + d, lo:lo + d].real.float())  # (2d, 2d, 2d)
-        u = self.field.dense(mean_displacement[None])[0]  # (d, d, d, 3) Å
-        index = 2 * ((self.field.grid_angstrom(volume.device) + u) / self.pixel + d // 2)  # fine-grid voxels
-        sample = index / (2 * d - 1) * 2 - 1
-        warped = F.grid_sample(fine[None, None], sample[None].float(), mode="bilinear", padding_mode="zeros",
-                               align_corners=True)[0, 0]
         out = volume.clone()
-        out[lo:lo + d, lo:lo + d, lo:lo + d] = warped.to(volume.dtype)
+        out[lo:lo + d, lo:lo + d, lo:lo + d] = self.read(self.upsampled(volume),
+                                                         self.field.dense(mean_displacement[None])[0]).to(volume.dtype)
         return out
+
+    def upsampled(self, volume: torch.Tensor) -> torch.Tensor:
+        """``(D, D, D)`` padded volume -> ``(2d, 2d, 2d)`` its central box upsampled twice."""
+        d, padded = self.box_px, volume.shape[-1]
+        lo = padded // 2 - d // 2
+        return upsample_twice(volume[lo:lo + d, lo:lo + d, lo:lo + d].real.float())
+
+    def read(self, fine: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+        """``(2d, 2d, 2d)`` upsampled volume, ``(d, d, d, 3)`` field (Å) -> ``(d, d, d)`` volume
+        read at ``x + u(x)`` for every consensus voxel ``x``."""
+        d = self.box_px
+        index = 2 * ((self.field.grid_angstrom(fine.device) + field) / self.pixel + d // 2)  # fine-grid voxels
+        sample = index / (2 * d - 1) * 2 - 1
+        return F.grid_sample(fine[None, None], sample[None].float(), mode="bilinear", padding_mode="zeros",
+                             align_corners=True)[0, 0]
 
 
 def upsample_twice(volume: torch.Tensor) -> torch.Tensor:

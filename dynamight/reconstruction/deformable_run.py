@@ -120,10 +120,13 @@ def _scales(table: ParticleTable, images: ParticleImages, model, codes: np.ndarr
     """Each cluster's fitted scale and the half's mean displacement (:func:`.cluster_scales.cluster_scales`)."""
     group = table.optics_groups[0]
     low = LowResolutionClusters(table, images, model, group.box_px, group.pixel_size_angstrom, downsample, device, mask)
+    if is_main():
+        log.info("half %d: fitting the scales of %d clusters' warps at %.0f Å", half, int(labels.max()) + 1,
+                 2 * low.pixel)
     scales, centre = cluster_scales(low, model, codes, labels, indices, batch_size, device)
     if is_main():
-        log.info("half %d: scales of the clusters' warps fitted to the data (at %.0f Å): median %.2f, range %.2f-%.2f",
-                 half, 2 * low.pixel, float(np.median(scales)), float(scales.min()), float(scales.max()))
+        log.info("half %d: scales of the clusters' warps: median %.2f, range %.2f-%.2f",
+                 half, float(np.median(scales)), float(scales.min()), float(scales.max()))
     return scales, centre
 
 
