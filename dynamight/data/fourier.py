@@ -45,8 +45,9 @@ def radial_index(box_px: int, ndim: int, device=None) -> torch.Tensor:
     Returns:
         ``(d, d)`` or ``(d, d, d)`` int64; shell ``d // 2`` is Nyquist.
     """
-    k = frequency_grid(box_px, ndim, device=device, dtype=torch.float64)
-    return torch.round(k.norm(dim=-1) * box_px).long()
+    axis = (torch.arange(box_px, device=device, dtype=torch.int64) - box_px // 2).pow(2)
+    squared = axis[:, None] + axis[None, :] if ndim == 2 else axis[:, None, None] + axis[None, :, None] + axis
+    return squared.double().sqrt_().round_().long()  # integer |k| d: no half-way ties to round
 
 
 def phase_shift_2d(spectrum: torch.Tensor, shift_px: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,7 @@ class ClusterWarper:
 
     def warp(self, volume: torch.Tensor, mean_displacement: torch.Tensor) -> torch.Tensor:
         """``(D, D, D)`` padded volume in the deformed frame, ``(n, 3)`` Å mean displacements ->
-        ``(D, D, D)`` volume in the consensus frame: ``out(x) = volume(x + u(x))`` inside the box.
+        the same volume, overwritten, in the consensus frame: ``out(x) = volume(x + u(x))`` inside the box.
 
         The box is first upsampled twice by Fourier zero-padding, then read trilinearly at
         ``x + u(x)``: trilinear reads at the map's own sampling would low-pass every fractional
@@ -63,10 +63,9 @@ class ClusterWarper:
         the reads fall on the original samples and the warp is the identity."""
         d, padded = self.box_px, volume.shape[-1]
         lo = padded // 2 - d // 2
-        out = volume.clone()
-        out[lo:lo + d, lo:lo + d, lo:lo + d] = self.read(self.upsampled(volume),
-                                                         self.field.dense(mean_displacement[None])[0]).to(volume.dtype)
-        return out
+        warped = self.read(self.upsampled(volume), self.field.dense(mean_displacement[None])[0])
+        volume[lo:lo + d, lo:lo + d, lo:lo + d] = warped.to(volume.dtype)  # in place: the volume is a temporary
+        return volume
 
     def upsampled(self, volume: torch.Tensor) -> torch.Tensor:
         """``(D, D, D)`` padded volume -> ``(2d, 2d, 2d)`` its central box upsampled twice."""
@@ -143,11 +142,14 @@ class DeformableAccumulator:
         if warper is None or mean_displacement is None or not bool(mean_displacement.abs().gt(1e-6).any()):
             self.spectrum += spectrum
         else:
-            denominator = (weight + self.FLOOR * shell_mean(weight, self._shells)).clamp_(min=1e-30)
-            density = ifft_centred(spectrum / denominator, 3)
-            warped = fft_centred(warper.warp(density, mean_displacement), 3)
-            kept = weight / denominator  # the part of the data that forms the density
-            self.spectrum += weight * warped + spectrum * (1 - kept)
+            # in place where possible: each temporary is a full padded grid (box 400: 2-4 GB)
+            floor = shell_mean(weight, self._shells).mul_(self.FLOOR)
+            local = spectrum.div_((weight + floor).clamp_(min=1e-30))  # S / (W + f), in place of S
+            self.spectrum += local * floor  # S f / (W + f): too poorly sampled to form a density, unwarped
+            del floor, spectrum
+            warped = fft_centred(warper.warp(ifft_centred(local, 3), mean_displacement), 3)
+            del local
+            self.spectrum += warped.mul_(weight)
         self.weights += weight
         self.cluster.accumulator.zero_()
 

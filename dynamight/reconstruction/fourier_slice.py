@@ -148,10 +148,13 @@ class FourierBackprojector:
         and float32 when not ``double``), with the Hermitian half added (voxel ``k`` receives the
         conjugate of voxel ``-k``)."""
         acc = self.accumulator.reshape((self.padded_px,) * 3 + (3,))
-        acc = acc.double() if double else acc
-        mirrored = torch.roll(torch.flip(acc, dims=(0, 1, 2)), shifts=(1, 1, 1), dims=(0, 1, 2))
-        spectrum = torch.complex(acc[..., 0] + mirrored[..., 0], acc[..., 1] - mirrored[..., 1])
-        return spectrum, acc[..., 2] + mirrored[..., 2]
+        dtype = torch.float64 if double else torch.float32
+
+        def mirrored(channel: int) -> torch.Tensor:  # one channel at a time: fewer full-grid temporaries
+            return torch.roll(torch.flip(acc[..., channel], dims=(0, 1, 2)), shifts=(1, 1, 1), dims=(0, 1, 2)).to(dtype)
+
+        spectrum = torch.complex(acc[..., 0].to(dtype) + mirrored(0), acc[..., 1].to(dtype) - mirrored(1))
+        return spectrum, acc[..., 2].to(dtype) + mirrored(2)
 
     def reconstruct(self, regularisation: torch.Tensor | None = None) -> torch.Tensor:
         """Wiener-style division and gridding correction (see :meth:`divide`)."""
