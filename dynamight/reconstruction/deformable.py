@@ -19,8 +19,9 @@ particle, 0.84 s per particle at box 64 on two CPU cores):
    conformation.
 3. Warp ``D_k`` into the consensus frame: a consensus point ``x`` sits at ``x + u_k(x)`` in the
    cluster's conformation, where ``u_k`` is the cluster's mean forward displacement field evaluated
-   on a coarse grid (:mod:`.deformation_field`, ``--downsample``); the density is upsampled twice
-   in Fourier space and read trilinearly at ``x + u_k(x)``.
+   on a coarse grid (:mod:`.deformation_field`, ``--downsample``; its amplitude first fitted to
+   the half-set's data, :mod:`.cluster_scales`); the density is upsampled twice in Fourier space
+   and read trilinearly at ``x + u_k(x)``.
 4. Sum the warped data of all clusters; sum the CTF^2 weights of all particles unwarped (a
    deformation of a few Å barely moves a particle's weights, which vary slowly in Fourier space);
    divide with RELION's FSC-based Wiener term and correct for gridding, as :mod:`.plain`.
