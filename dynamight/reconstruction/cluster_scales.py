@@ -37,8 +37,8 @@ from ..data.images import ParticleImages
 from ..data.particles import ParticleTable
 from ..model.graph import mean_neighbour_distance
 from .clusters import mean_displacement
-from .deformable import ClusterWarper, shell_mean
-from .fourier_slice import FourierBackprojector
+from .deformable import ClusterWarper, local_spectrum
+from .fourier_slice import FourierBackprojector, crop_volume
 from .plain import insert_batch
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,8 @@ class LowResolutionClusters:
                          self.pixel)
         spectrum, weight = self.backprojector.spectrum_and_weight(double=False)
         self.backprojector.accumulator.zero_()
-        padded = ifft_centred(spectrum / (weight + 0.1 * shell_mean(weight, self.shells)).clamp(min=1e-30), 3).real
-        lo = padded.shape[-1] // 2 - self.box_px // 2
-        return padded[lo:lo + self.box_px, lo:lo + self.box_px, lo:lo + self.box_px].contiguous()
+        local, _ = local_spectrum(spectrum, weight, self.shells)
+        return crop_volume(ifft_centred(local, 3), self.box_px).contiguous()
 
     def warps(self, density: torch.Tensor, centre: torch.Tensor, shift: torch.Tensor):
         """``scale -> (b, b, b)`` the density moved into the consensus frame by the displacements

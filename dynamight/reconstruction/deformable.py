@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from ..distributed import all_reduce_sum, current
 from ..data.fourier import fft_centred, ifft_centred, radial_index
 from .deformation_field import FieldInterpolator
-from .fourier_slice import FourierBackprojector
+from .fourier_slice import FourierBackprojector, crop_volume
 
 
 class ClusterWarper:
@@ -62,17 +62,13 @@ class ClusterWarper:
         ``x + u(x)``: trilinear reads at the map's own sampling would low-pass every fractional
         shift (to zero at Nyquist for half a pixel), at half the spacing much less; at ``u = 0``
         the reads fall on the original samples and the warp is the identity."""
-        d, padded = self.box_px, volume.shape[-1]
-        lo = padded // 2 - d // 2
         warped = self.read(self.upsampled(volume), self.field.dense(mean_displacement[None])[0])
-        volume[lo:lo + d, lo:lo + d, lo:lo + d] = warped.to(volume.dtype)  # in place: the volume is a temporary
+        crop_volume(volume, self.box_px)[...] = warped.to(volume.dtype)  # in place: the volume is a temporary
         return volume
 
     def upsampled(self, volume: torch.Tensor) -> torch.Tensor:
         """``(D, D, D)`` padded volume -> ``(2d, 2d, 2d)`` its central box upsampled twice."""
-        d, padded = self.box_px, volume.shape[-1]
-        lo = padded // 2 - d // 2
-        return upsample_twice(volume[lo:lo + d, lo:lo + d, lo:lo + d].real.float())
+        return upsample_twice(crop_volume(volume, self.box_px).real.float())
 
     def read(self, fine: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
         """``(2d, 2d, 2d)`` upsampled volume, ``(d, d, d, 3)`` field (Å) -> ``(d, d, d)`` volume
@@ -104,6 +100,17 @@ def shell_mean(weight: torch.Tensor, shells: torch.Tensor) -> torch.Tensor:
     return (total / count.clamp(min=1))[shells].reshape(weight.shape)
 
 
+FLOOR = 0.1  # of the shell's mean weight, added to a cluster's weights before dividing
+
+
+def local_spectrum(spectrum: torch.Tensor, weight: torch.Tensor, shells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A cluster's local density spectrum ``S / (W + f)`` (computed in place of ``spectrum``) and
+    the floor ``f`` (``(D, D, D)``: ``FLOOR`` times the shell's mean non-zero weight, so that barely
+    sampled frequencies are not blown up); ``shells``: ``(D^3,)`` shell indices."""
+    floor = shell_mean(weight, shells).mul_(FLOOR)
+    return spectrum.div_((weight + floor).clamp_(min=1e-30)), floor
+
+
 class DeformableAccumulator:
     """Warped data and rigid CTF^2 weights of one half-set, on a padded Fourier grid.
 
@@ -113,8 +120,6 @@ class DeformableAccumulator:
     to form a density, ``S_k f_k / (W_k + f_k)``, is added unwarped. With no deformation the sum is
     exactly ``S_k``.
     """
-
-    FLOOR = 0.1
 
     def __init__(self, box_px: int, pad: int = 2, device=None):
         self.box_px, self.padded_px = box_px, pad * box_px
@@ -144,8 +149,7 @@ class DeformableAccumulator:
             self.spectrum += spectrum
         else:
             # in place where possible: each temporary is a full padded grid (box 400: 2-4 GB)
-            floor = shell_mean(weight, self._shells).mul_(self.FLOOR)
-            local = spectrum.div_((weight + floor).clamp_(min=1e-30))  # S / (W + f), in place of S
+            local, floor = local_spectrum(spectrum, weight, self._shells)
             self.spectrum += local * floor  # S f / (W + f): too poorly sampled to form a density, unwarped
             del floor, spectrum
             warped = fft_centred(warper.warp(ifft_centred(local, 3), mean_displacement), 3)
