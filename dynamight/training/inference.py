@@ -68,14 +68,15 @@ def _objective(model: ForwardModel, batch: ParticleBatch, images: tuple[torch.Te
 
 
 def refine_latents(model: ForwardModel, batch: ParticleBatch, weights: torch.Tensor, z0: torch.Tensor,
-                   steps: int = REFINE_STEPS, lr: float = 0.1,
-                   pose0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   steps: int = REFINE_STEPS, lr: float = 0.1, pose0: torch.Tensor | None = None,
+                   images: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(b, l)`` codes (and, from ``(b, 5)`` ``pose0``, pose corrections refined with them)
-    minimising the training objective for a batch, from ``z0``."""
+    minimising the training objective for a batch, from ``z0`` (``images``: the batch's
+    :func:`observed`, when already computed)."""
     z = z0.detach().clone().requires_grad_(True)
     pose = None if pose0 is None else pose0.detach().clone().requires_grad_(True)
     optimiser = torch.optim.Adam([z] + ([pose] if pose is not None else []), lr=lr)
-    images = observed(batch)
+    images = images or observed(batch)
     with frozen(model):
         for _ in range(steps):
             optimiser.zero_grad()
@@ -122,11 +123,11 @@ def particle_latents(model: ForwardModel, weights: torch.Tensor, learnt: torch.T
             if not rows_of.any() or steps == 0:  # learnt codes start close: fewer steps
                 continue
             part, sel = batch.part(np.flatnonzero(rows_of)), torch.as_tensor(rows_of, device=device)
-            start = z[sel]
+            seen, start = observed(part), z[sel]  # (not ``images``: that is the particles' stack reader)
             if from_encoder:
-                start = best_start(model, part, weights.to(device), starts)
+                start = best_start(model, part, weights.to(device), starts, seen)
             z[sel], refined = refine_latents(model, part, weights.to(device), start, steps,
-                                             pose0=None if pose is None else pose[sel])
+                                             pose0=None if pose is None else pose[sel], images=seen)
             if pose is not None:
                 pose[sel] = refined
         out[torch.as_tensor(rows, device=device)] = z if pose is None else torch.cat([z, pose], dim=1)
@@ -143,10 +144,12 @@ def _sample_codes(learnt: torch.Tensor, trained: np.ndarray, n: int = N_STARTS) 
 
 
 @torch.no_grad()
-def best_start(model: ForwardModel, batch: ParticleBatch, weights: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+def best_start(model: ForwardModel, batch: ParticleBatch, weights: torch.Tensor, candidates: torch.Tensor,
+               images: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``(b, l)`` for each particle the code, of its encoder's code and the ``(k, l)`` candidates,
-    with the lowest training objective (one forward pass per candidate, no gradients)."""
-    images = observed(batch)
+    with the lowest training objective (one forward pass per candidate, no gradients; ``images``:
+    the batch's :func:`observed`, when already computed)."""
+    images = images or observed(batch)
     encoded, _ = model.encode(*images, batch.rotations)
     best, lowest = encoded, _objective(model, batch, images, weights, encoded, None)
     for code in candidates:
