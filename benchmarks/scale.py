@@ -53,8 +53,10 @@ def measure(args: list[str], processes: int = 1) -> dict:
     if done.returncode != 0 or not records:
         raise RuntimeError(f"dynamight {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     first = min(records, key=lambda r: r["rank"])
+    estimates = re.findall(r"estimated peak memory[^\n]*?: ([0-9.]+) GiB", done.stdout + done.stderr)
     return {"seconds": first["seconds"], "peak_rss_mb": max(r["peak_rss_mb"] for r in records),
-            "peak_gpu_mb": max(r["peak_gpu_mb"] for r in records)}
+            "peak_gpu_mb": max(r["peak_gpu_mb"] for r in records),
+            "estimated_gib": max(map(float, estimates)) if estimates else None}
 
 
 def training_args(project: Path, out: Path, gpu: str, epochs: int, gaussians: int, latent: int) -> list[str]:
@@ -91,6 +93,26 @@ def stages(root: Path, gpu: str) -> None:
         print(f"box {box}: deformable backprojection {t['seconds'] / n:.4f} s/particle "
               f"({UPSTREAM_BACKPROJECTION_S / (t['seconds'] / n):.0f}x upstream's {UPSTREAM_BACKPROJECTION_S} s at box 64), "
               f"{memory(t)}", flush=True)
+
+
+def large_boxes(root: Path, gpu: str, boxes: tuple[int, ...], n_particles: int, n_gaussians: int) -> None:
+    """Every step at large boxes on a few particles (a 128 Å field of view): seconds per particle
+    and peak memory, measured against the estimate each step logs (:mod:`dynamight.memory`)."""
+    for box in boxes:
+        project, out = root / f"big{box}", root / f"bigrun{box}"
+        simulate(project, n_particles=n_particles, box_px=box, pixel_size_angstrom=128.0 / box, snr=0.1,
+                 motion="hinge", seed=0)
+        steps = [("training, 1 epoch", training_args(project, out, gpu, 1, n_gaussians, 6)),
+                 ("inverse deformations, 1 epoch", ["optimize-inverse-deformations", str(out), "--n-epochs", "1",
+                                                    "--gpu-id", gpu]),
+                 ("deformable backprojection", ["deformable-backprojection", str(out), "--gpu-id", gpu]),
+                 ("plain reconstruction", ["reconstruct", "--refinement-star-file", str(project / "particles.star"),
+                                           "--output-directory", str(root / f"plain{box}"), "--gpu-id", gpu])]
+        for name, args in steps:
+            t = measure(args)
+            estimate = f", estimated {t['estimated_gib']} GiB" if t.get("estimated_gib") else ""
+            print(f"box {box}, {n_gaussians} Gaussians, {n_particles} particles: {name} "
+                  f"{t['seconds'] / n_particles:.3f} s/particle ({t['seconds']:.0f} s), {memory(t)}{estimate}", flush=True)
 
 
 def processes(root: Path) -> None:
@@ -161,6 +183,10 @@ def main() -> None:
     parser.add_argument("--skip-processes", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-predicted", action="store_true")
+    parser.add_argument("--large-boxes", type=int, nargs="*", default=[],
+                        help="also run every step at these boxes (e.g. 256 400) on --large-particles particles")
+    parser.add_argument("--large-particles", type=int, default=200)
+    parser.add_argument("--large-gaussians", type=int, default=30000)
     args = parser.parse_args()
     gpu = args.gpu_id or ("0" if torch.cuda.is_available() else "-1")
     print(f"device: {torch.cuda.get_device_name(int(gpu)) if gpu != '-1' else f'CPU, {os.cpu_count()} cores'}", flush=True)
@@ -174,6 +200,8 @@ def main() -> None:
             peak_memory(root, gpu)
         if not args.skip_predicted:
             predicted_memory()
+        if args.large_boxes:
+            large_boxes(root, gpu, tuple(args.large_boxes), args.large_particles, args.large_gaussians)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,52 @@ def ifft_centred(f: torch.Tensor, ndim: int) -> torch.Tensor:
     return torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(f, dim=dims), dim=dims), dim=dims).real
 
 
+def _alternating(size: int, device, dtype) -> torch.Tensor:
+    """``(size,)``: ``(-1)^i``."""
+    return 1 - 2 * (torch.arange(size, device=device) % 2).to(dtype)
+
+
+def _modulate(x: torch.Tensor, axes: str) -> torch.Tensor:
+    """``x`` multiplied in place by ``(-1)^(i_z + i_y [+ i_x])`` (``axes``: ``"zy"`` or ``"zyx"``)."""
+    real = x.real.dtype if x.is_complex() else x.dtype
+    z, y, w = (_alternating(n, x.device, real) for n in x.shape[-3:])
+    x.mul_(z[:, None, None]).mul_(y[None, :, None])
+    return x.mul_(w) if axes == "zyx" else x
+
+
+def rfft_centred(x: torch.Tensor, overwrite_input: bool = False) -> torch.Tensor:
+    """Centred half spectrum of a real volume: ``(D, D, D)`` -> ``(D, D, D // 2 + 1)`` complex, the
+    ``kx >= 0`` half of :func:`fft_centred` (``[z, y]`` centred, frequency 0 at ``D // 2``; ``kx``
+    from 0 to ``D // 2``; the other half is the conjugate mirror ``F(-k) = F(k)*``).
+
+    For even ``D`` the two centring shifts are sign alternations: no shifted copies (box 400's
+    padded grid is 2 GB per copy), and with ``overwrite_input`` no copy of ``x`` at all (``x`` is
+    then left sign-alternated)."""
+    dims = (-3, -2, -1)
+    if x.shape[-1] % 2:
+        return torch.fft.fftshift(torch.fft.rfftn(torch.fft.ifftshift(x, dim=dims), dim=dims), dim=(-3, -2))
+    return _modulate(torch.fft.rfftn(_modulate(x if overwrite_input else x.clone(), "zy"), dim=dims), "zyx")
+
+
+def irfft_centred(f: torch.Tensor, overwrite_input: bool = False) -> torch.Tensor:
+    """Inverse of :func:`rfft_centred`: ``(D, D, D // 2 + 1)`` Hermitian half spectrum -> ``(D, D, D)``
+    real (``overwrite_input``: ``f`` may be overwritten, saving a copy)."""
+    size, dims = f.shape[-3], (-3, -2, -1)
+    if size % 2:
+        real = torch.fft.irfftn(torch.fft.ifftshift(f, dim=(-3, -2)), s=(size,) * 3, dim=dims)
+        return torch.fft.fftshift(real, dim=dims)
+    spectrum = _modulate(f if overwrite_input else f.clone(), "zyx")
+    return _modulate(torch.fft.irfftn(spectrum, s=(size,) * 3, dim=dims), "zy")
+
+
+def hermitian_multiplicity(box_px: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """``(box // 2 + 1,)``: how many voxels of the whole spectrum each ``kx`` column of a half
+    spectrum stands for (1 at ``kx = 0`` and at ``kx = box / 2``, else 2: itself and its mirror)."""
+    m = torch.full((box_px // 2 + 1,), 2.0, device=device, dtype=dtype)
+    m[0] = m[-1] = 1.0
+    return m
+
+
 def frequency_grid(box_px: int, ndim: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """Spatial frequencies of a centred spectrum in cycles per pixel.
 
@@ -48,6 +94,21 @@ def radial_index(box_px: int, ndim: int, device=None) -> torch.Tensor:
     axis = (torch.arange(box_px, device=device, dtype=torch.int64) - box_px // 2).pow(2)
     squared = axis[:, None] + axis[None, :] if ndim == 2 else axis[:, None, None] + axis[None, :, None] + axis
     return squared.double().sqrt_().round_().long()  # integer |k| d: no half-way ties to round
+
+
+def half_grid_shells(size: int, box_px: int | None = None, last: int | None = None, device=None) -> torch.Tensor:
+    """Shell index ``round(|k| d / size)`` of every voxel of a centred half spectrum
+    (:func:`rfft_centred`) of a ``size`` grid: ``(size, size, size // 2 + 1)`` int32, at most
+    ``last``. ``box_px`` (``d``, default ``size``): the shells of a ``d`` box padded to ``size``.
+    Built one ``kx`` plane at a time (box 400 padded twice: 1 GB, no float64 grid)."""
+    box_px = box_px or size
+    axis = (torch.arange(size, device=device, dtype=torch.float64) - size // 2) ** 2
+    plane = axis[:, None] + axis[None, :]
+    shells = torch.empty((size, size, size // 2 + 1), dtype=torch.int32, device=device)
+    for x in range(shells.shape[-1]):
+        shell = torch.round(torch.sqrt(plane + x * x) * (box_px / size))
+        shells[..., x] = shell if last is None else shell.clamp_(max=last)
+    return shells
 
 
 def phase_shift_2d(spectrum: torch.Tensor, shift_px: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Fit: Gaussian centres start at voxels above a threshold (drawn with probability proportional to
 the density, seeded), with widths from the volume each covers and amplitudes that conserve the
 map's mass; then centres, amplitudes and one shared width are refined by Adam so the rendered
-Gaussians reproduce the map (least squares on the full grid). The threshold defaults to Otsu's threshold of the positive map values. The quality is
+Gaussians reproduce the map (least squares on the full grid, each Gaussian rendered on the voxels
+within 5 widths of its centre: memory and work grow with the Gaussians, not with the box). The threshold defaults to Otsu's threshold of the positive map values. The quality is
 reported as the map-vs-model FSC.
 """
 
@@ -18,7 +19,7 @@ import torch
 from ..data.fourier import fsc
 from ..data.geometry import grid_coordinates
 from ..errors import InputError
-from .render import render_volume
+from .render import local_chunks, local_window, render_volume_local, splat
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,28 @@ def gaussian_count(requested: int | None, n_above: int, threshold: float) -> int
     return min(n_above, DEFAULT_N_GAUSSIANS)
 
 
+def _loss_and_gradients(volume: torch.Tensor, positions: torch.Tensor, log_amp: torch.Tensor, log_sigma: torch.Tensor,
+                        pixel_size_angstrom: float, scale: float) -> float:
+    """The fit's loss ``mean((model - volume)^2) / scale``; its gradients are accumulated into
+    ``positions`` ``(n, 3)``, ``log_amp`` ``(n,)`` and ``log_sigma`` (scalar). Two passes over
+    chunks of Gaussians rendered locally (:func:`~dynamight.model.render.splat`): the model, then
+    each chunk's share of the gradient ``2 (model - volume) / (d^3 scale)``, so that memory stays
+    bounded at any box and number of Gaussians."""
+    d = volume.shape[-1]
+    n = len(log_amp)
+    sigma = log_sigma.detach().exp().expand(n)
+    residual = render_volume_local(positions.detach(), log_amp.detach().exp(), sigma, d, pixel_size_angstrom) - volume
+    loss = float(residual.pow(2).mean()) / scale
+    grad_model = (residual * (2 / (residual.numel() * scale))).flatten()
+    del residual
+    window = local_window(sigma, pixel_size_angstrom)
+    for part in local_chunks(n, window):
+        width = log_sigma.exp().expand(len(log_amp[part]))  # a graph per chunk: each is freed by its backward
+        values, index = splat(positions[part], log_amp[part].exp(), width, d, pixel_size_angstrom, window)
+        (values * grad_model[index]).sum().backward()
+    return loss
+
+
 def fit_gaussians(volume: torch.Tensor, pixel_size_angstrom: float, n_gaussians: int | None,
                   threshold: float | None = None, seed: int = 0, n_steps: int = 40,
                   fixed_positions: torch.Tensor | None = None) -> tuple[GaussianModel, torch.Tensor]:
@@ -133,16 +156,15 @@ def fit_gaussians(volume: torch.Tensor, pixel_size_angstrom: float, n_gaussians:
     previous = float("inf")
     for step in range(n_steps):
         optimiser.zero_grad()
-        model = render_volume(positions, log_amp.exp(), log_sigma.exp().expand(n_gaussians), d, pixel_size_angstrom)
-        loss = (model - volume).pow(2).mean() / scale
-        loss.backward()
+        loss = _loss_and_gradients(volume, positions, log_amp, log_sigma, pixel_size_angstrom, scale)
         optimiser.step()
         if step % 10 == 9:  # stop when ten steps gain less than 2% of the residual
-            if float(loss.detach()) > 0.98 * previous:
+            if loss > 0.98 * previous:
                 break
-            previous = float(loss.detach())
+            previous = loss
     fitted = GaussianModel(positions.detach(), log_amp.detach().exp(), log_sigma.detach().exp().expand(n_gaussians).clone())
-    curve = fsc(render_volume(fitted.positions_angstrom, fitted.amplitudes, fitted.sigma_angstrom, d, pixel_size_angstrom), volume)
+    curve = fsc(render_volume_local(fitted.positions_angstrom, fitted.amplitudes, fitted.sigma_angstrom, d,
+                                    pixel_size_angstrom), volume)
     log.info("fitted %d Gaussians (width %.2f Å, threshold %.4g): map-vs-model FSC %.3f at half Nyquist, "
              "%.3f at 0.8 Nyquist", n_gaussians, float(fitted.sigma_angstrom[0]), threshold,
              float(curve[d // 4]), float(curve[int(0.4 * d)]))

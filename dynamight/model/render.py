@@ -101,3 +101,60 @@ def project_gaussians(positions_angstrom: torch.Tensor, amplitudes: torch.Tensor
     gx = _profiles(rotated[..., 0], sigma_angstrom, box_px, pixel_size_angstrom)  # (b, n, d)
     gy = _profiles(rotated[..., 1], sigma_angstrom, box_px, pixel_size_angstrom) * scale[:, None]
     return torch.bmm(gy.transpose(1, 2), gx)
+
+
+TRUNCATE_WIDTHS = 5.0  # local rendering: a Gaussian beyond 5 widths is below 4e-6 of its peak
+LOCAL_VALUES_PER_CHUNK = 1 << 24  # (Gaussians x window voxels) per chunk: ~200 MB with its indices
+
+
+def local_window(sigma_angstrom: torch.Tensor, pixel_size_angstrom: float) -> int:
+    """Side ``k`` (voxels, odd) of the cube that holds every Gaussian to :data:`TRUNCATE_WIDTHS`."""
+    return 2 * math.ceil(TRUNCATE_WIDTHS * float(sigma_angstrom.max()) / pixel_size_angstrom) + 1
+
+
+def local_chunks(n: int, window: int) -> list[slice]:
+    """The chunks of Gaussians rendered together (:data:`LOCAL_VALUES_PER_CHUNK` values each)."""
+    size = max(1, LOCAL_VALUES_PER_CHUNK // window**3)
+    return [slice(start, start + size) for start in range(0, n, size)]
+
+
+def splat(positions_angstrom: torch.Tensor, amplitudes: torch.Tensor, sigma_angstrom: torch.Tensor, box_px: int,
+          pixel_size_angstrom: float, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each Gaussian on the ``window^3`` voxels around its nearest voxel (differentiable in its
+    centre, amplitude and width).
+
+    Args:
+        positions_angstrom: ``(n, 3)`` xyz, Å from the box centre; amplitudes, sigma_angstrom: ``(n,)``.
+        window: odd cube side in voxels (:func:`local_window`).
+
+    Returns:
+        ``(n, window^3)`` values and ``(n, window^3)`` int64 flat voxel indices into the
+        ``(d, d, d)`` map (``[z, y, x]``); voxels outside the box have index 0 and value 0.
+    """
+    half = window // 2
+    offsets = torch.arange(-half, half + 1, device=positions_angstrom.device)
+    nearest = torch.round(positions_angstrom.detach() / pixel_size_angstrom).long() + box_px // 2  # (n, 3)
+    voxels = nearest[:, :, None] + offsets  # (n, 3, k)
+    axes = ((voxels - box_px // 2) * pixel_size_angstrom).to(positions_angstrom.dtype)
+    gx, gy, gz = (_GaussianProfiles.apply(positions_angstrom[:, i], sigma_angstrom, axes[:, i]) for i in range(3))
+    values = (amplitudes[:, None, None, None] * gz[:, :, None, None] * gy[:, None, :, None] * gx[:, None, None, :])
+    inside = (voxels >= 0) & (voxels < box_px)  # (n, 3, k)
+    keep = inside[:, 2, :, None, None] & inside[:, 1, None, :, None] & inside[:, 0, None, None, :]
+    flat = (voxels[:, 2, :, None, None] * box_px + voxels[:, 1, None, :, None]) * box_px + voxels[:, 0, None, None, :]
+    n = len(amplitudes)
+    return (values * keep).reshape(n, -1), torch.where(keep, flat, 0).reshape(n, -1)
+
+
+def render_volume_local(positions_angstrom: torch.Tensor, amplitudes: torch.Tensor, sigma_angstrom: torch.Tensor,
+                        box_px: int, pixel_size_angstrom: float) -> torch.Tensor:
+    """:func:`render_volume` with each Gaussian truncated at :data:`TRUNCATE_WIDTHS` widths: ``O(n
+    window^3)`` work and bounded memory, where the exact product needs an ``(n, d^2)`` matrix
+    (box 400, 30,000 Gaussians: 19 GB). Not differentiable (see :func:`splat`). ``(d, d, d)``."""
+    window = local_window(sigma_angstrom, pixel_size_angstrom)
+    volume = torch.zeros(box_px**3, device=positions_angstrom.device, dtype=positions_angstrom.dtype)
+    with torch.no_grad():
+        for part in local_chunks(len(amplitudes), window):
+            values, index = splat(positions_angstrom[part], amplitudes[part], sigma_angstrom[part], box_px,
+                                  pixel_size_angstrom, window)
+            volume.index_add_(0, index.flatten(), values.flatten())
+    return volume.reshape(box_px, box_px, box_px)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.batches import group_batches, load_batch
-from ..data.fourier import cropped_pixel_size, ifft_centred, radial_index
+from ..data.fourier import cropped_pixel_size, half_grid_shells, irfft_centred, radial_index
 from ..data.images import ParticleImages
 from ..data.particles import ParticleTable
 from ..model.graph import mean_neighbour_distance
@@ -64,7 +64,7 @@ class LowResolutionClusters:
         self.warper = ClusterWarper(model.positions, self.box_px, self.pixel, downsample,
                                     mean_neighbour_distance(model.positions))
         self.backprojector = FourierBackprojector(self.box_px, 2, device)
-        self.shells = radial_index(self.backprojector.padded_px, 3, device=device).flatten().int()
+        self.shells = half_grid_shells(self.backprojector.padded_px, device=device)
         if mask is None:
             radius = radial_index(self.box_px, 3, device=device).float()
             self.mask = (radius < self.box_px / 2).float()
@@ -77,10 +77,11 @@ class LowResolutionClusters:
         for idx in group_batches(self.table, indices, self.insert_batch_size):
             insert_batch(self.backprojector, load_batch(self.table, self.images, idx, self.device, self.box_px),
                          self.pixel)
-        spectrum, weight = self.backprojector.spectrum_and_weight(double=False)
-        self.backprojector.accumulator.zero_()
-        local, _ = local_spectrum(spectrum, weight, self.shells)
-        return crop_volume(ifft_centred(local, 3), self.box_px).contiguous()
+        spectrum, weight = self.backprojector.spectrum_and_weight()
+        local = local_spectrum(spectrum, weight, self.shells)
+        density = crop_volume(irfft_centred(local, overwrite_input=True), self.box_px).contiguous()
+        self.backprojector.reset()
+        return density
 
     def warps(self, density: torch.Tensor, centre: torch.Tensor, shift: torch.Tensor):
         """``scale -> (b, b, b)`` the density moved into the consensus frame by the displacements

@@ -28,7 +28,7 @@ from .plain import HalfMaps, half_maps_from, insert_batch
 
 log = logging.getLogger(__name__)
 PROGRESS_FILE = "progress.pth"
-PROGRESS_VERSION = 2
+PROGRESS_VERSION = 3  # 3: half-grid accumulators
 SAVE_EVERY_SECONDS = 60.0
 
 

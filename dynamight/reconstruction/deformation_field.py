@@ -24,14 +24,14 @@ def kernel_weights(grid_points: torch.Tensor, centres: torch.Tensor, width_angst
         grid_points: ``(m, 3)`` Å. centres: ``(n, 3)`` Å.
 
     Returns:
-        ``(m, k)`` indices into ``centres`` and ``(m, k)`` weights summing to 1.
+        ``(m, k)`` int32 indices into ``centres`` and ``(m, k)`` weights summing to 1.
     """
     k = min(top_k, centres.shape[0])
     indices, distances = [], []
     for start in range(0, grid_points.shape[0], 4096):
         d2 = torch.cdist(grid_points[start:start + 4096], centres, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
         value, index = torch.topk(d2, k, dim=1, largest=False)
-        indices.append(index)
+        indices.append(index.int())  # int32: box 400's (200^3, 16) coarse grid is 0.5 GB of indices
         distances.append(value)
     d2 = torch.cat(distances)
     logits = -(d2 - d2[:, :1]) / (2 * width_angstrom**2)  # relative to the nearest: no underflow far away
@@ -53,7 +53,9 @@ class FieldInterpolator:
     def coarse(self, displacements: torch.Tensor) -> torch.Tensor:
         """``(b, n, 3)`` Å -> ``(b, 3, g, g, g)`` field on the coarse grid (xyz channels, Å)."""
         b = displacements.shape[0]
-        field = (displacements[:, self.index] * self.weight[None, :, :, None]).sum(2)  # (b, g^3, 3)
+        field = displacements.new_zeros((b, self.index.shape[0], 3))
+        for k in range(self.index.shape[1]):  # one neighbour at a time: no (b, g^3, k, 3) temporary
+            field.addcmul_(displacements[:, self.index[:, k]], self.weight[None, :, k, None])
         g = self.coarse_px
         return field.reshape(b, g, g, g, 3).permute(0, 4, 1, 2, 3)
 

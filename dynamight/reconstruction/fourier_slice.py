@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data.fourier import fft_centred, frequency_grid, ifft_centred
+from ..data.fourier import fft_centred, frequency_grid, irfft_centred
 from .masking import soft_mask_outside_map
 
 
@@ -38,6 +38,11 @@ def crop_volume(volume: torch.Tensor, box_px: int) -> torch.Tensor:
     """Inverse of :func:`pad_volume`: ``(D, D, D)`` -> central ``(d, d, d)``."""
     lo = volume.shape[-1] // 2 - box_px // 2
     return volume[lo:lo + box_px, lo:lo + box_px, lo:lo + box_px]
+
+
+def mirrored_plane(plane: torch.Tensor) -> torch.Tensor:
+    """``(D, D)`` plane of a centred grid -> the plane with voxel ``(y, z)`` moved to ``(-y, -z)``."""
+    return torch.roll(torch.flip(plane, dims=(0, 1)), shifts=(1, 1), dims=(0, 1))
 
 
 def slice_coordinates(rotations: torch.Tensor, box_px: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,10 +100,15 @@ class FourierProjector:
 
 
 class FourierBackprojector:
-    """Accumulates CTF-weighted central slices and CTF^2 weights on a padded 3D Fourier grid.
+    """Accumulates CTF-weighted central slices and CTF^2 weights on the Hermitian half of a padded
+    3D Fourier grid, as RELION's BackProjector: ``(D, D, D // 2 + 1)`` voxels ``[z, y, kx]``
+    (``z``, ``y`` centred at ``D // 2``, ``kx >= 0``; see :func:`dynamight.data.fourier.rfft_centred`).
 
-    Spectra of real images are Hermitian, so only the half-plane ``jx >= 0`` is inserted (points on
-    ``jx = 0`` at half weight); :meth:`spectrum_and_weight` adds the mirrored half back.
+    Spectra of real images are Hermitian, so only the half-plane ``jx >= 0`` of each image is
+    inserted (points on ``jx = 0`` at half weight); a point that lands at ``kx < 0`` is inserted at
+    its mirror ``-k`` with the conjugate value, and :meth:`spectrum_and_weight` adds the mirror of
+    the ``kx = 0`` plane onto itself. Single precision throughout, as RELION's GPU code. The result is the ``kx >= 0`` half of the whole grid with
+    every image inserted whole.
     """
 
     _CORNERS = torch.tensor([[(c >> k) & 1 for k in range(3)] for c in range(8)])  # (8, 3) xyz offsets
@@ -106,8 +116,12 @@ class FourierBackprojector:
     def __init__(self, box_px: int, pad: int = 2, device=None):
         self.box_px = box_px
         self.padded_px = pad * box_px
-        # (D^3, 3): real part, imaginary part, weight
-        self.accumulator = torch.zeros(self.padded_px**3, 3, device=device, dtype=torch.float32)
+        self.shape = (self.padded_px, self.padded_px, self.padded_px // 2 + 1)
+        n = self.shape[0] * self.shape[1] * self.shape[2]
+        # (V, 2) real and imaginary parts (a complex64 view) and (V,) weights: box 400, 3.1 GB in all
+        self.data = torch.zeros(n, 2, device=device, dtype=torch.float32)
+        self.weight = torch.zeros(n, device=device, dtype=torch.float32)
+        self.completed = False  # Hermitian planes completed (spectrum_and_weight): no more insertions
 
     def insert(self, spectra: torch.Tensor, weights: torch.Tensor, rotations: torch.Tensor,
                scale: float | None = None) -> None:
@@ -119,42 +133,61 @@ class FourierBackprojector:
             rotations: ``(b, 3, 3)`` RELION matrices.
             scale: padded voxels per image frequency index (default ``pad``).
         """
+        if self.completed:
+            raise RuntimeError("insertion into an accumulator already read out (spectrum_and_weight): reset() it first")
         d = spectra.shape[-1]
         scale = scale if scale is not None else self.padded_px / self.box_px
         coords, inside = slice_coordinates(rotations, d, scale)
         jx = torch.arange(d, device=spectra.device) - d // 2
         inside = inside & (jx >= 0)[None, :]
         half_weight = torch.where(jx == 0, 0.5, 1.0)[None, :].expand(d, d)[inside]  # (m,)
-        coords = coords[:, inside] + self.padded_px // 2  # (b, m, 3) voxel positions
+        coords = coords[:, inside]  # (b, m, 3) xyz relative to the centre
         values = torch.stack([spectra.real, spectra.imag, weights.to(spectra.real.dtype)], -1)[:, inside]
         values = values * half_weight[None, :, None]
+        mirror = coords[..., :1] < 0  # (b, m, 1): inserted at -k, conjugated
+        coords = torch.where(mirror, -coords, coords)
+        values[..., 1:2] = torch.where(mirror, -values[..., 1:2], values[..., 1:2])
         base = torch.floor(coords)
         frac = coords - base
         corners = self._CORNERS.to(coords.device)
-        idx = base.long()[:, :, None, :] + corners  # (b, m, 8, 3)
+        idx = base.long()[:, :, None, :] + corners  # (b, m, 8, 3): kx from 0, y and z relative to the centre
+        idx[..., 1:] += self.padded_px // 2
         w = torch.where(corners.bool(), frac[:, :, None, :], 1 - frac[:, :, None, :]).prod(-1)  # (b, m, 8)
-        size = self.padded_px
-        valid = ((idx >= 0) & (idx < size)).all(-1)
-        flat = (idx[..., 2] * size + idx[..., 1]) * size + idx[..., 0]
-        contributions = values[:, :, None, :] * w[..., None]  # (b, m, 8, 3)
-        self.accumulator.index_add_(0, flat[valid], contributions[valid].float())
+        depth, height, width = self.shape
+        valid = (idx[..., 0] < width) & (idx[..., 1:] >= 0).all(-1) & (idx[..., 1:] < depth).all(-1)
+        flat = (idx[..., 2] * height + idx[..., 1]) * width + idx[..., 0]
+        contributions = (values[:, :, None, :] * w[..., None])[valid].float()  # (valid, 3)
+        flat = flat[valid]
+        self.data.index_add_(0, flat, contributions[:, :2])
+        self.weight.index_add_(0, flat, contributions[:, 2])
 
     def add(self, other: "FourierBackprojector") -> None:
-        """Merge another accumulator of the same size (e.g. the other half-set)."""
-        self.accumulator += other.accumulator
+        """Merge another accumulator of the same size (e.g. the other half-set); both either still
+        accumulating or both completed (:meth:`spectrum_and_weight`)."""
+        if self.completed != other.completed:
+            raise ValueError("adding an accumulator whose Hermitian planes are completed to one whose are not")
+        self.data += other.data
+        self.weight += other.weight
 
-    def spectrum_and_weight(self, double: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(D, D, D)`` complex128 accumulated spectrum and ``(D, D, D)`` float64 weights (complex64
-        and float32 when not ``double``), with the Hermitian half added (voxel ``k`` receives the
-        conjugate of voxel ``-k``)."""
-        acc = self.accumulator.reshape((self.padded_px,) * 3 + (3,))
-        dtype = torch.float64 if double else torch.float32
+    def reset(self) -> None:
+        """Empty the accumulator (for the next cluster of particles)."""
+        self.data.zero_()
+        self.weight.zero_()
+        self.completed = False
 
-        def mirrored(channel: int) -> torch.Tensor:  # one channel at a time: fewer full-grid temporaries
-            return torch.roll(torch.flip(acc[..., channel], dims=(0, 1, 2)), shifts=(1, 1, 1), dims=(0, 1, 2)).to(dtype)
-
-        spectrum = torch.complex(acc[..., 0].to(dtype) + mirrored(0), acc[..., 1].to(dtype) - mirrored(1))
-        return spectrum, acc[..., 2].to(dtype) + mirrored(2)
+    def spectrum_and_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(D, D, D // 2 + 1)`` complex64 accumulated half spectrum and float32 weights: views of
+        the accumulator itself (no copy; box 400: 3 GB each), whose ``kx = 0`` and ``kx = D / 2``
+        planes are completed in place on the first call (each voxel ``k`` of them also receives the
+        conjugate of voxel ``-k``). No insertion is possible after that until :meth:`reset`."""
+        spectrum = torch.view_as_complex(self.data).reshape(self.shape)
+        weight = self.weight.reshape(self.shape)
+        if not self.completed:
+            for plane in (0, self.shape[2] - 1):
+                spectrum[..., plane] += mirrored_plane(spectrum[..., plane]).conj()
+                weight[..., plane] += mirrored_plane(weight[..., plane])
+            self.completed = True
+        return spectrum, weight
 
     def reconstruct(self, regularisation: torch.Tensor | None = None) -> torch.Tensor:
         """Wiener-style division and gridding correction (see :meth:`divide`)."""
@@ -166,8 +199,9 @@ class FourierBackprojector:
         """Map from an accumulated spectrum and weights.
 
         Args:
-            spectrum: ``(D, D, D)`` complex accumulated data; weight: ``(D, D, D)`` CTF^2 weights.
-            regularisation: ``(D, D, D)`` term added to the weights (``1 / tau^2``, see
+            spectrum: ``(D, D, D // 2 + 1)`` complex accumulated half spectrum (see
+                :meth:`FourierBackprojector.spectrum_and_weight`); weight: the same shape, CTF^2 weights.
+            regularisation: the same shape, the term added to the weights (``1 / tau^2``, see
                 :mod:`dynamight.reconstruction.plain`); ``None`` adds only a floor of 1e-3 of the
                 mean non-zero weight, against division by near-zero weights.
 
@@ -175,9 +209,11 @@ class FourierBackprojector:
             ``(d, d, d)`` float32 map (cropped, masked outside the inscribed sphere as RELION's
             reconstructions are, then gridding-corrected; the inverse FFT in single precision).
         """
-        positive = weight > 0
-        floor = 1e-3 * weight[positive].mean() if positive.any() else 1.0
-        denominator = torch.clamp(weight + (regularisation if regularisation is not None else 0), min=floor)
-        padded = ifft_centred((spectrum / denominator).to(torch.complex64), 3)
+        n_positive = int((weight > 0).sum())
+        floor = 1e-3 * float(weight.sum()) / n_positive if n_positive else 1.0
+        denominator = (weight + regularisation if regularisation is not None else weight.clone()).clamp_(min=floor)
+        quotient = spectrum.to(torch.complex64) / denominator  # single precision: box 400's grid is 2 GB
+        del denominator
+        padded = irfft_centred(quotient, overwrite_input=True)
         volume = soft_mask_outside_map(crop_volume(padded, box_px))
         return volume / sinc2_window(box_px, padded_px, device=volume.device)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..data.batches import ParticleBatch, group_batches, load_batch
-from ..data.fourier import fsc as fourier_shell_correlation
+from ..data.fourier import fsc as fourier_shell_correlation, half_grid_shells, hermitian_multiplicity
 from ..data.images import ParticleImages
 from ..data.particles import ParticleTable
 from .fourier_slice import FourierBackprojector
@@ -66,28 +66,33 @@ def wiener_regularisation(weight: torch.Tensor, fsc: torch.Tensor, box_px: int, 
     ours at box / 2 + 1/2, as our FSC's shells.)
 
     Args:
-        weight: ``(D, D, D)`` accumulated CTF^2 weights.
+        weight: ``(D, D, D // 2 + 1)`` accumulated CTF^2 weights, a half grid (as
+            :meth:`FourierBackprojector.spectrum_and_weight`; each ``kx > 0`` voxel stands for
+            itself and its mirror in the shell means).
         fsc: ``(d // 2 + 1,)`` half-map FSC.
         box_px: the unpadded box ``d``.
         whole: the term for the merged map rather than a half-map.
 
     Returns:
-        ``(D, D, D)`` values to add to ``weight`` before dividing.
+        ``(D, D, D // 2 + 1)`` values to add to ``weight`` before dividing.
     """
-    padded = weight.shape[-1]
-    axis = torch.arange(padded, device=weight.device, dtype=torch.float64) - padded // 2
-    radius = torch.sqrt(axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2)
-    shells = torch.round(radius * box_px / padded).long().clamp(max=fsc.shape[0]).flatten()  # last = beyond Nyquist
+    padded = weight.shape[0]
     n = fsc.shape[0] + 1
-    total = torch.zeros(n, dtype=torch.float64, device=weight.device).index_add_(0, shells, weight.flatten().double())
-    count = torch.bincount(shells, minlength=n).double()
+    shells = half_grid_shells(padded, box_px, n - 1, weight.device)
+    multiplicity = hermitian_multiplicity(padded, weight.device, torch.float64)
+    total = torch.zeros(n, dtype=torch.float64, device=weight.device)
+    count = torch.zeros(n, dtype=torch.float64, device=weight.device)
+    for x in range(weight.shape[-1]):  # one kx plane at a time: no full-grid float64 temporaries
+        plane = shells[..., x].flatten()
+        total.index_add_(0, plane, weight[..., x].flatten().double() * multiplicity[x])
+        count += torch.bincount(plane, minlength=n).double() * multiplicity[x]
     mean_weight = total / count.clamp(min=1)
     f = fsc.double().to(weight.device).clamp(min=1e-3)
     if whole:
         f = torch.sqrt(2 * f / (f + 1))
     f = f.clamp(max=0.999)
     per_shell = torch.cat([mean_weight[:-1] * (1 - f) / f, mean_weight.new_tensor([1e30])])
-    return per_shell[shells].reshape(weight.shape)
+    return per_shell.to(weight.dtype).index_select(0, shells.flatten()).reshape(weight.shape)
 
 
 def reconstruct_half_maps(
