@@ -12,13 +12,12 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..model.render import render_volume
+from ..model.render import render_volume_local
 from ..reconstruction.masking import soft_mask_outside_map
 from ..training.inference import movable_mask
 from ..training.model import ForwardModel
 from ..training.restore import load_forward_models
 
-RENDER_ELEMENTS = 1 << 24  # Gaussians x d^2 values per rendering chunk (64 MiB of float32)
 CHECK_EVERY, CONVERGED = 25, 0.01  # matching codes stops once 25 steps lower the mismatch by under 1%
 
 
@@ -76,17 +75,12 @@ class ConformationDecoder:
     @torch.no_grad()
     def volume(self, positions: torch.Tensor, half: int = 1) -> torch.Tensor:
         """``(n, 3)`` Gaussian centres (Å) -> ``(d, d, d)`` map ``[z, y, x]`` (CPU), rendered with
-        ``half``'s amplitudes and widths, in chunks of Gaussians to bound memory, and masked outside
-        the inscribed sphere as every reconstruction is (a Gaussian deformed towards the box edge
-        fades out there as it would in a map)."""
+        ``half``'s amplitudes and widths, each Gaussian on the voxels within 5 widths (bounded
+        memory and work at any box), and masked outside the inscribed sphere as every
+        reconstruction is (a Gaussian deformed towards the box edge fades out there as it would in a map)."""
         model = self.models[half]
         positions = positions.to(self.device, torch.float32)
-        chunk = max(1, RENDER_ELEMENTS // (self.box_px * self.box_px))
-        out = torch.zeros((self.box_px,) * 3, device=self.device)
-        for start in range(0, len(positions), chunk):
-            part = slice(start, start + chunk)
-            out += render_volume(positions[part], model.amplitudes[part], model.sigma[part], self.box_px,
-                                 self.pixel_size_angstrom)
+        out = render_volume_local(positions, model.amplitudes, model.sigma, self.box_px, self.pixel_size_angstrom)
         return soft_mask_outside_map(out).cpu()
 
 

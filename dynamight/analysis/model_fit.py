@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from ..model.render import render_volume
-
-RENDER_ELEMENTS = 1 << 24  # atoms x d^2 values per rendering chunk
-
+from ..model.render import render_volume_local
 
 def model_map(atoms_angstrom: torch.Tensor, box_px: int, pixel_size_angstrom: float,
               sigma_angstrom: float) -> torch.Tensor:
     """``(a, 3)`` atoms (Å from the box centre) -> ``(d, d, d)`` map ``[z, y, x]`` of unit-height
-    Gaussians of width ``sigma_angstrom`` (rendered in chunks to bound memory)."""
+    Gaussians of width ``sigma_angstrom`` (each on the voxels within 5 widths)."""
     atoms = atoms_angstrom.float()
-    out = torch.zeros((box_px,) * 3)
-    chunk = max(1, RENDER_ELEMENTS // (box_px * box_px))
-    for start in range(0, len(atoms), chunk):
-        part = atoms[start:start + chunk]
-        out += render_volume(part, torch.ones(len(part)), torch.full((len(part),), sigma_angstrom), box_px,
-                             pixel_size_angstrom)
-    return out
+    return render_volume_local(atoms, torch.ones(len(atoms)), torch.full((len(atoms),), sigma_angstrom), box_px,
+                               pixel_size_angstrom)
 
 
 def map_model_correlation(atoms_angstrom: torch.Tensor, volume: torch.Tensor, pixel_size_angstrom: float,
