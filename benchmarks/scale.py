@@ -59,10 +59,13 @@ def measure(args: list[str], processes: int = 1) -> dict:
             "estimated_gib": max(map(float, estimates)) if estimates else None}
 
 
-def training_args(project: Path, out: Path, gpu: str, epochs: int, gaussians: int, latent: int) -> list[str]:
+def training_args(project: Path, out: Path, gpu: str, epochs: int, gaussians: int, latent: int,
+                  batch: int | None = 64) -> list[str]:
+    """``optimize-deformations`` options (``batch`` ``None``: the automatic batch size)."""
     return ["optimize-deformations", "--refinement-star-file", str(project / "particles.star"), "--output-directory",
             str(out), "--initial-model", str(project / "map.mrc"), "--n-gaussians", str(gaussians),
-            "--n-latent-dimensions", str(latent), "--n-epochs", str(epochs), "--batch-size", "64", "--gpu-id", gpu]
+            "--n-latent-dimensions", str(latent), "--n-epochs", str(epochs), "--gpu-id", gpu] + \
+        (["--batch-size", str(batch)] if batch else [])
 
 
 def training_rate(out: Path) -> float:
@@ -96,13 +99,14 @@ def stages(root: Path, gpu: str) -> None:
 
 
 def large_boxes(root: Path, gpu: str, boxes: tuple[int, ...], n_particles: int, n_gaussians: int) -> None:
-    """Every step at large boxes on a few particles (a 128 Å field of view): seconds per particle
-    and peak memory, measured against the estimate each step logs (:mod:`dynamight.memory`)."""
+    """Every step at large boxes on a few particles of a real structure (3HSY, chain B hinging; 1 Å
+    pixels, as a user's 256-400 Å box around a ~100 kDa molecule; automatic batch sizes): seconds
+    per particle and peak memory, beside the estimate each step logs (:mod:`dynamight.memory`)."""
     for box in boxes:
         project, out = root / f"big{box}", root / f"bigrun{box}"
-        simulate(project, n_particles=n_particles, box_px=box, pixel_size_angstrom=128.0 / box, snr=0.1,
-                 motion="hinge", seed=0)
-        steps = [("training, 1 epoch", training_args(project, out, gpu, 1, n_gaussians, 6)),
+        simulate(project, n_particles=n_particles, box_px=box, pixel_size_angstrom=1.0, snr=0.1, motion="hinge", seed=0,
+                 atomic_model="3hsy", moving_chain="B")
+        steps = [("training, 1 epoch", training_args(project, out, gpu, 1, n_gaussians, 6, batch=None)),
                  ("inverse deformations, 1 epoch", ["optimize-inverse-deformations", str(out), "--n-epochs", "1",
                                                     "--gpu-id", gpu]),
                  ("deformable backprojection", ["deformable-backprojection", str(out), "--gpu-id", gpu]),

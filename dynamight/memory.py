@@ -98,6 +98,46 @@ def cache_chunks(device: torch.device, batch_size: int, n_gaussians: int, box_px
     return -(-batch_size // per_chunk)
 
 
+#: bytes the libraries (torch, MKL's FFT plans, numpy) and the read-ahead of images take in a reconstruction
+RECONSTRUCTION_BASE_BYTES = 600 * 2**20
+#: bytes per voxel ``V`` of the padded Hermitian half grid, calibrated on measured peaks (box 64-192)
+#: as an upper bound: plain (both halves' accumulators, 24; the Wiener term, the division and its
+#: inverse FFT, 40) and deformable (plus a cluster's accumulator and shells, 16, and its warp)
+PLAIN_PER_VOXEL, DEFORMABLE_PER_VOXEL = 64, 80
+INSERT_PER_PIXEL = 128  # bytes per image pixel of a batch being inserted (slice coordinates, corners)
+MAP_PER_VOXEL = 64  # bytes per map voxel: half-maps, masks and the FSC's double-precision transforms
+
+
+def reconstruction_bytes(box_px: int, deformable: bool = False, batch_size: int = 128, downsample: int = 2,
+                         pad: int = 2) -> int:
+    """Estimated peak memory (bytes) of ``reconstruct`` (plain) or ``deformable-backprojection``:
+    a sum of parts, an upper bound on the measured peaks by at most about 1.6x (box 64-192):
+    ``PLAIN_PER_VOXEL`` (or ``DEFORMABLE_PER_VOXEL``) bytes per voxel of the padded (``D = pad d``)
+    Hermitian half grid ``D^2 (D / 2 + 1)`` (box 400: 257 M voxels), the insertion of a batch of
+    ``batch_size`` images, the maps, and for the deformable backprojection its deformation
+    field's kernel (16 neighbours of 8 bytes per point of the ``(d / downsample)^3`` grid) and the
+    dense field with its sampling grid (24 bytes per map voxel)."""
+    padded = pad * box_px
+    grid = padded * padded * (padded // 2 + 1)
+    total = (DEFORMABLE_PER_VOXEL if deformable else PLAIN_PER_VOXEL) * grid \
+        + INSERT_PER_PIXEL * batch_size * box_px**2 + MAP_PER_VOXEL * box_px**3 + RECONSTRUCTION_BASE_BYTES
+    if deformable:
+        total += 16 * 8 * max(2, box_px // downsample) ** 3 + 24 * box_px**3
+    return total
+
+
+def log_reconstruction_memory(box_px: int, device: torch.device, deformable: bool = False, batch_size: int = 128,
+                              downsample: int = 2) -> None:
+    """Log the estimated peak of a reconstruction step; warn when the device has less free."""
+    need, free = reconstruction_bytes(box_px, deformable, batch_size, downsample), device_memory_bytes(device)
+    what = "deformable backprojection" if deformable else "reconstruction"
+    log.info("estimated peak memory of the %s at box %d: %s GiB (device has %s GiB free)", what, box_px, gib(need),
+             gib(free))
+    if need > free:
+        log.warning("the %s at box %d needs an estimated %s GiB, more than the %s GiB free on %s: it may run out "
+                    "of memory", what, box_px, gib(need), gib(free), device)
+
+
 def proc_bytes(path: Path, key: str) -> int | None:
     """A ``key: N kB`` line of a ``/proc`` file (``/proc/meminfo``, ``/proc/self/status``) in bytes,
     or ``None`` where the file or the key is missing."""

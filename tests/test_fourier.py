@@ -39,6 +39,7 @@ def test_centred_half_spectrum_is_half_of_the_centred_spectrum():
         if size % 2 == 0:  # kx = size / 2 is kx = -size / 2, the centred grid's first column
             assert torch.allclose(half[..., -1], full[..., 0])
         assert torch.allclose(irfft_centred(half), x)
+        assert torch.allclose(irfft_centred(half.clone(), overwrite_input=True), x)
         assert torch.equal(half_grid_shells(size)[..., :positive], radial_index(size, 3)[..., size // 2:].int())
         kept = x.clone()
         rfft_centred(kept)

@@ -11,6 +11,7 @@ from pydantic import Field
 from ..data.images import ParticleImages
 from ..data.particles import read_configured_particles
 from ..data.volumes import read_mask
+from ..memory import log_reconstruction_memory
 from ..reconstruction.plain import reconstruct_half_maps
 from ..reconstruction.report import write_half_maps
 from ..runtime import JobControl, progress, resolve_device, save_config
@@ -37,6 +38,7 @@ def run(config: Config, job: JobControl) -> None:
     images = ParticleImages(table, preload=config.preload_images)
     group = table.optics_groups[0]
     mask = read_mask(config.mask_file, group.box_px, group.pixel_size_angstrom)
+    log_reconstruction_memory(group.box_px, device, batch_size=config.batch_size)
     out = config.output_directory
     out.mkdir(parents=True, exist_ok=True)
     save_config(out / "config.json", config)

@@ -56,13 +56,23 @@ def rfft_centred(x: torch.Tensor, overwrite_input: bool = False) -> torch.Tensor
 
 def irfft_centred(f: torch.Tensor, overwrite_input: bool = False) -> torch.Tensor:
     """Inverse of :func:`rfft_centred`: ``(D, D, D // 2 + 1)`` Hermitian half spectrum -> ``(D, D, D)``
-    real (``overwrite_input``: ``f`` may be overwritten, saving a copy)."""
+    real. ``overwrite_input`` (even ``D``): ``f`` is used as the work space (the ``z``, ``y``
+    transforms one ``kx`` plane at a time, in place; then the ``x`` transforms one ``z`` slab at a
+    time into the output), so the only new memory is the output: box 400's padded grid needs 2 GB
+    instead of the 6 GB of a copy, the output and the library's work space."""
     size, dims = f.shape[-3], (-3, -2, -1)
     if size % 2:
         real = torch.fft.irfftn(torch.fft.ifftshift(f, dim=(-3, -2)), s=(size,) * 3, dim=dims)
         return torch.fft.fftshift(real, dim=dims)
-    spectrum = _modulate(f if overwrite_input else f.clone(), "zyx")
-    return _modulate(torch.fft.irfftn(spectrum, s=(size,) * 3, dim=dims), "zy")
+    if not overwrite_input:
+        return _modulate(torch.fft.irfftn(_modulate(f.clone(), "zyx"), s=(size,) * 3, dim=dims), "zy")
+    _modulate(f, "zyx")
+    for x in range(f.shape[-1]):
+        f[..., x] = torch.fft.ifft2(f[..., x])
+    out = torch.empty(f.shape[:-1] + (size,), dtype=f.real.dtype, device=f.device)
+    for z in range(size):
+        out[z] = torch.fft.irfft(f[z], n=size, dim=-1)
+    return _modulate(out, "zy")
 
 
 def hermitian_multiplicity(box_px: int, device=None, dtype=torch.float32) -> torch.Tensor:

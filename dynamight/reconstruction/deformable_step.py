@@ -8,6 +8,7 @@ from pathlib import Path
 from ..data.images import ParticleImages
 from ..data.volumes import read_mask
 from ..errors import InputError
+from ..memory import log_reconstruction_memory
 from ..distributed import barrier
 from ..runtime import JobControl, progress, save_config, start_process
 from ..training.checkpoint import load_checkpoint
@@ -41,6 +42,9 @@ def deformable_backprojection(config, job: JobControl) -> None:
     group = table.optics_groups[0]
     mask = read_mask(config.mask_file, group.box_px, group.pixel_size_angstrom)
     report_inverse(config.inverse_deformation_directory or config.output_directory / "inverse_deformations")
+    if main:
+        log_reconstruction_memory(group.box_px, device, deformable=True, batch_size=config.backprojection_batch_size,
+                                  downsample=config.downsample)
     images = ParticleImages(table, preload=config.preload_images)
     out = config.output_directory / "backprojection"
     if main:

@@ -149,17 +149,19 @@ class FourierBackprojector:
         values[..., 1:2] = torch.where(mirror, -values[..., 1:2], values[..., 1:2])
         base = torch.floor(coords)
         frac = coords - base
-        corners = self._CORNERS.to(coords.device)
-        idx = base.long()[:, :, None, :] + corners  # (b, m, 8, 3): kx from 0, y and z relative to the centre
-        idx[..., 1:] += self.padded_px // 2
-        w = torch.where(corners.bool(), frac[:, :, None, :], 1 - frac[:, :, None, :]).prod(-1)  # (b, m, 8)
+        base = base.long()
+        base[..., 1:] += self.padded_px // 2  # kx from 0; y and z relative to the centre
         depth, height, width = self.shape
-        valid = (idx[..., 0] < width) & (idx[..., 1:] >= 0).all(-1) & (idx[..., 1:] < depth).all(-1)
-        flat = (idx[..., 2] * height + idx[..., 1]) * width + idx[..., 0]
-        contributions = (values[:, :, None, :] * w[..., None])[valid].float()  # (valid, 3)
-        flat = flat[valid]
-        self.data.index_add_(0, flat, contributions[:, :2])
-        self.weight.index_add_(0, flat, contributions[:, 2])
+        for corner in self._CORNERS.tolist():  # one trilinear corner at a time: temporaries of (b, m), not (b, m, 8)
+            idx = base + torch.tensor(corner, device=base.device)
+            w = torch.ones_like(frac[..., 0])
+            for axis, offset in enumerate(corner):
+                w = w * (frac[..., axis] if offset else 1 - frac[..., axis])
+            valid = (idx[..., 0] < width) & (idx[..., 1:] >= 0).all(-1) & (idx[..., 1:] < depth).all(-1)
+            flat = ((idx[..., 2] * height + idx[..., 1]) * width + idx[..., 0])[valid]
+            contributions = (values * w[..., None])[valid].float()  # (valid, 3)
+            self.data.index_add_(0, flat, contributions[:, :2])
+            self.weight.index_add_(0, flat, contributions[:, 2])
 
     def add(self, other: "FourierBackprojector") -> None:
         """Merge another accumulator of the same size (e.g. the other half-set); both either still
