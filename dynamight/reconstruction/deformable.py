@@ -13,18 +13,19 @@ particle, 0.84 s per particle at box 64 on two CPU cores):
    71% of the moving domain's gap to the static twin; 100-400 kept the fixed domain and closed
    86-89%; 1,000 closed 50%. On a real structure (3HSY hinge, clusters of deformations) 100, 200
    and 400 per cluster gave moving-domain band FSCs (merged) of 0.763, 0.783 and 0.779.
-2. For each cluster, insert its particles' CTF-weighted slices into a padded Fourier grid exactly as
-   the plain reconstruction does (:class:`FourierBackprojector`), and transform the accumulated data
-   (not yet divided by the weights) back to real space: a backprojection ``D_k`` of the cluster's
-   conformation.
+2. For each cluster, insert its particles' CTF-weighted slices into a padded Fourier half grid
+   exactly as the plain reconstruction does (:class:`FourierBackprojector`), and transform its local
+   density (the data over the weights plus a floor, :class:`DeformableAccumulator`) back to real
+   space: ``D_k``, the cluster's conformation.
 3. Warp ``D_k`` into the consensus frame: a consensus point ``x`` sits at ``x + u_k(x)`` in the
    cluster's conformation, where ``u_k`` is the cluster's mean forward displacement field evaluated
    on a coarse grid (:mod:`.deformation_field`, ``--downsample``; its amplitude first fitted to
    the half-set's data, :mod:`.cluster_scales`); the density is upsampled twice in Fourier space
    and read trilinearly at ``x + u_k(x)``.
-4. Sum the warped data of all clusters; sum the CTF^2 weights of all particles unwarped (a
-   deformation of a few Å barely moves a particle's weights, which vary slowly in Fourier space);
-   divide with RELION's FSC-based Wiener term and correct for gridding, as :mod:`.plain`.
+4. Sum the clusters' data, each corrected by its warp's change re-weighted by the cluster's
+   weights; sum the CTF^2 weights of all particles unwarped (a deformation of a few Å barely moves
+   a particle's weights, which vary slowly in Fourier space); divide with RELION's FSC-based Wiener
+   term and correct for gridding, as :mod:`.plain`.
 
 Cost per particle is one slice insertion (as the plain reconstruction); per cluster one inverse FFT
 and one trilinear warp of the twice-upsampled box. Errors: the spread of the deformation within a
