@@ -1,11 +1,13 @@
 """Scale: particles per second and peak memory of training, inverse deformations and deformable
 backprojection at box 64 and 128; 1 against 2 processes; peak training memory at 2,000 against
 20,000 particles; a training step's predicted memory (:mod:`dynamight.memory`) against the measured
-one at box 64/128/256 and 1,500/10,000/30,000 Gaussians. Every stage runs in a fresh process
-(``measured.py``, ``dynamight.training.step_memory``), on the GPU when there is one (``--gpu-id -1``
-forces the CPU; the step memory is measured on the CPU).
+one at box 64/128/256 and 1,500/10,000/30,000 Gaussians; with ``--large-boxes``, every step at
+boxes of 256-400 with 30,000 Gaussians (peak memory beside the estimate each step logs). Every
+stage runs in a fresh process (``measured.py``, ``dynamight.training.step_memory``), on the GPU
+when there is one (``--gpu-id -1`` forces the CPU; the step memory is measured on the CPU).
 
     python benchmarks/scale.py [--gpu-id -1] [--skip-memory] [--skip-processes] [--skip-stages] [--skip-predicted]
+        [--large-boxes 256 400] [--large-particles 100] [--large-gaussians 30000]
 
 Upstream DynaMight on the 2-core CPU machine of this project, as quoted in its issues: training
 200 particles x 3 epochs in 28 s inside its training function (21 particle-epochs/s), deformable
