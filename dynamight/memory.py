@@ -100,10 +100,11 @@ def cache_chunks(device: torch.device, batch_size: int, n_gaussians: int, box_px
 
 #: bytes the libraries (torch, MKL's FFT plans, numpy) and the read-ahead of images take in a reconstruction
 RECONSTRUCTION_BASE_BYTES = 600 * 2**20
-#: bytes per voxel ``V`` of the padded Hermitian half grid, calibrated on measured peaks (box 64-192)
-#: as an upper bound: plain (both halves' accumulators, 24; the Wiener term, the division and its
-#: inverse FFT, 40) and deformable (plus a cluster's accumulator and shells, 16, and its warp)
-PLAIN_PER_VOXEL, DEFORMABLE_PER_VOXEL = 64, 80
+#: bytes per voxel ``V`` of the padded Hermitian half grid: both halves' accumulators (24), then the
+#: Wiener term, the division and its inverse FFT (plain), or a cluster's accumulator, shells and
+#: warp (deformable); with the terms below, calibrated to bound the measured peaks at box 64-400
+#: (`benchmarks/scale.py --large-boxes`, tests/test_reconstruction_memory.py) by 1.2-1.5x
+PLAIN_PER_VOXEL, DEFORMABLE_PER_VOXEL = 48, 56
 INSERT_PER_PIXEL = 128  # bytes per image pixel of a batch being inserted (slice coordinates, corners)
 MAP_PER_VOXEL = 64  # bytes per map voxel: half-maps, masks and the FSC's double-precision transforms
 
@@ -111,7 +112,7 @@ MAP_PER_VOXEL = 64  # bytes per map voxel: half-maps, masks and the FSC's double
 def reconstruction_bytes(box_px: int, deformable: bool = False, batch_size: int = 128, downsample: int = 2,
                          pad: int = 2) -> int:
     """Estimated peak memory (bytes) of ``reconstruct`` (plain) or ``deformable-backprojection``:
-    a sum of parts, an upper bound on the measured peaks by at most about 1.6x (box 64-192):
+    a sum of parts, an upper bound on the measured peaks by 1.2-1.5x (box 64-400):
     ``PLAIN_PER_VOXEL`` (or ``DEFORMABLE_PER_VOXEL``) bytes per voxel of the padded (``D = pad d``)
     Hermitian half grid ``D^2 (D / 2 + 1)`` (box 400: 257 M voxels), the insertion of a batch of
     ``batch_size`` images, the maps, and for the deformable backprojection its deformation
