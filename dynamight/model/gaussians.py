@@ -99,7 +99,7 @@ def _loss_and_gradients(volume: torch.Tensor, positions: torch.Tensor, log_amp: 
     loss = float(residual.pow(2).mean()) / scale
     grad_model = (residual * (2 / (residual.numel() * scale))).flatten()
     del residual
-    window = local_window(sigma, pixel_size_angstrom)
+    window = local_window(sigma, pixel_size_angstrom, d)
     for part in local_chunks(n, window):
         width = log_sigma.exp().expand(len(log_amp[part]))  # a graph per chunk: each is freed by its backward
         values, index = splat(positions[part], log_amp[part].exp(), width, d, pixel_size_angstrom, window)

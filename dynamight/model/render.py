@@ -107,9 +107,10 @@ TRUNCATE_WIDTHS = 5.0  # local rendering: a Gaussian beyond 5 widths is below 4e
 LOCAL_VALUES_PER_CHUNK = 1 << 24  # (Gaussians x window voxels) per chunk: ~200 MB with its indices
 
 
-def local_window(sigma_angstrom: torch.Tensor, pixel_size_angstrom: float) -> int:
-    """Side ``k`` (voxels, odd) of the cube that holds every Gaussian to :data:`TRUNCATE_WIDTHS`."""
-    return 2 * math.ceil(TRUNCATE_WIDTHS * float(sigma_angstrom.max()) / pixel_size_angstrom) + 1
+def local_window(sigma_angstrom: torch.Tensor, pixel_size_angstrom: float, box_px: int) -> int:
+    """Side ``k`` (voxels, odd) of the cube that holds every Gaussian to :data:`TRUNCATE_WIDTHS`
+    (at most ``2 box + 1``: from any voxel of the box, the whole box)."""
+    return min(2 * math.ceil(TRUNCATE_WIDTHS * float(sigma_angstrom.max()) / pixel_size_angstrom), 2 * box_px) + 1
 
 
 def local_chunks(n: int, window: int) -> list[slice]:
@@ -150,7 +151,7 @@ def render_volume_local(positions_angstrom: torch.Tensor, amplitudes: torch.Tens
     """:func:`render_volume` with each Gaussian truncated at :data:`TRUNCATE_WIDTHS` widths: ``O(n
     window^3)`` work and bounded memory, where the exact product needs an ``(n, d^2)`` matrix
     (box 400, 30,000 Gaussians: 19 GB). Not differentiable (see :func:`splat`). ``(d, d, d)``."""
-    window = local_window(sigma_angstrom, pixel_size_angstrom)
+    window = local_window(sigma_angstrom, pixel_size_angstrom, box_px)
     volume = torch.zeros(box_px**3, device=positions_angstrom.device, dtype=positions_angstrom.dtype)
     with torch.no_grad():
         for part in local_chunks(len(amplitudes), window):
