@@ -56,17 +56,15 @@ def rfft_centred(x: torch.Tensor, overwrite_input: bool = False) -> torch.Tensor
 
 def irfft_centred(f: torch.Tensor, overwrite_input: bool = False) -> torch.Tensor:
     """Inverse of :func:`rfft_centred`: ``(D, D, D // 2 + 1)`` Hermitian half spectrum -> ``(D, D, D)``
-    real. ``overwrite_input`` (even ``D``): ``f`` is used as the work space (the ``z``, ``y``
-    transforms one ``kx`` plane at a time, in place; then the ``x`` transforms one ``z`` slab at a
-    time into the output), so the only new memory is the output: box 400's padded grid needs 2 GB
-    instead of the 6 GB of a copy, the output and the library's work space."""
+    real. For even ``D``, ``f`` (or, without ``overwrite_input``, a copy of it) is the work space:
+    the ``z``, ``y`` transforms one ``kx`` plane at a time, in place, then the ``x`` transforms one
+    ``z`` slab at a time into the output; with ``overwrite_input`` the only new memory is the output
+    (box 400's padded grid: 2 GB, where ``irfftn`` needed a copy, the output and its work space)."""
     size, dims = f.shape[-3], (-3, -2, -1)
     if size % 2:
         real = torch.fft.irfftn(torch.fft.ifftshift(f, dim=(-3, -2)), s=(size,) * 3, dim=dims)
         return torch.fft.fftshift(real, dim=dims)
-    if not overwrite_input:
-        return _modulate(torch.fft.irfftn(_modulate(f.clone(), "zyx"), s=(size,) * 3, dim=dims), "zy")
-    _modulate(f, "zyx")
+    f = _modulate(f if overwrite_input else f.clone(), "zyx")
     for x in range(f.shape[-1]):
         f[..., x] = torch.fft.ifft2(f[..., x])
     out = torch.empty(f.shape[:-1] + (size,), dtype=f.real.dtype, device=f.device)
@@ -104,6 +102,24 @@ def radial_index(box_px: int, ndim: int, device=None) -> torch.Tensor:
     axis = (torch.arange(box_px, device=device, dtype=torch.int64) - box_px // 2).pow(2)
     squared = axis[:, None] + axis[None, :] if ndim == 2 else axis[:, None, None] + axis[None, :, None] + axis
     return squared.double().sqrt_().round_().long()  # integer |k| d: no half-way ties to round
+
+
+def half_grid_shell_means(values: torch.Tensor, shells: torch.Tensor, n_shells: int,
+                          nonzero_only: bool = False) -> torch.Tensor:
+    """``(n_shells,)`` float64 mean of ``values`` over each shell of a centred half spectrum
+    (``values``, ``shells``: ``(D, D, D // 2 + 1)``, shells below ``n_shells``), each ``kx > 0``
+    voxel counted with its mirror (:func:`hermitian_multiplicity`) so that the means are those of
+    the whole spectrum; ``nonzero_only``: over the non-zero values only. Summed one ``kx`` plane at
+    a time: no full-grid float64 temporaries (box 400 padded twice: 2 GB each)."""
+    multiplicity = hermitian_multiplicity(values.shape[0], values.device, torch.float64)
+    total = torch.zeros(n_shells, dtype=torch.float64, device=values.device)
+    count = torch.zeros(n_shells, dtype=torch.float64, device=values.device)
+    for x in range(values.shape[-1]):
+        plane, index = values[..., x].flatten().double(), shells[..., x].flatten()
+        total.index_add_(0, index, plane * multiplicity[x])
+        counted = (plane != 0).double() if nonzero_only else torch.ones_like(plane)
+        count.index_add_(0, index, counted * multiplicity[x])
+    return total / count.clamp(min=1)
 
 
 def half_grid_shells(size: int, box_px: int | None = None, last: int | None = None, device=None) -> torch.Tensor:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from ..distributed import all_reduce_sum, current
-from ..data.fourier import half_grid_shells, hermitian_multiplicity, irfft_centred, rfft_centred
+from ..data.fourier import half_grid_shell_means, half_grid_shells, irfft_centred, rfft_centred
 from .deformation_field import FieldInterpolator
 from .fourier_slice import FourierBackprojector, crop_volume, pad_volume
 
@@ -98,19 +98,11 @@ def upsample_twice(volume: torch.Tensor) -> torch.Tensor:
 
 
 def shell_mean(weight: torch.Tensor, shells: torch.Tensor) -> torch.Tensor:
-    """``(D, D, D // 2 + 1)`` weights of a half grid and their shell indices (int32 or int64, the
-    same shape) -> the same shape: each voxel's value replaced by its shell's mean non-zero value
-    (each ``kx > 0`` voxel counted with its mirror, as on the whole grid; summed one ``kx`` plane
-    at a time, without full-grid temporaries)."""
-    multiplicity = hermitian_multiplicity(weight.shape[0], weight.device, torch.float64)
-    n = int(shells.max()) + 1
-    total = torch.zeros(n, dtype=torch.float64, device=weight.device)
-    count = torch.zeros(n, dtype=torch.float64, device=weight.device)
-    for x in range(weight.shape[-1]):
-        plane, index = weight[..., x].flatten(), shells[..., x].flatten()
-        total.index_add_(0, index, plane.double() * multiplicity[x])
-        count.index_add_(0, index, (plane > 0).double() * multiplicity[x])
-    return (total / count.clamp(min=1)).to(weight.dtype).index_select(0, shells.flatten()).reshape(weight.shape)
+    """``(D, D, D // 2 + 1)`` weights of a half grid and their shell indices (the same shape) -> the
+    same shape: each voxel's value replaced by its shell's mean non-zero value (as on the whole
+    grid, :func:`~dynamight.data.fourier.half_grid_shell_means`)."""
+    means = half_grid_shell_means(weight, shells, int(shells.max()) + 1, nonzero_only=True)
+    return means.to(weight.dtype).index_select(0, shells.flatten()).reshape(weight.shape)
 
 
 FLOOR = 0.1  # of the shell's mean weight, added to a cluster's weights before dividing

@@ -107,8 +107,8 @@ class FourierBackprojector:
     Spectra of real images are Hermitian, so only the half-plane ``jx >= 0`` of each image is
     inserted (points on ``jx = 0`` at half weight); a point that lands at ``kx < 0`` is inserted at
     its mirror ``-k`` with the conjugate value, and :meth:`spectrum_and_weight` adds the mirror of
-    the ``kx = 0`` plane onto itself. Single precision throughout, as RELION's GPU code. The result is the ``kx >= 0`` half of the whole grid with
-    every image inserted whole.
+    the ``kx = 0`` plane onto itself. The result is the ``kx >= 0`` half of the whole grid with
+    every image inserted whole. Single precision throughout, as RELION's GPU code.
     """
 
     _CORNERS = torch.tensor([[(c >> k) & 1 for k in range(3)] for c in range(8)])  # (8, 3) xyz offsets

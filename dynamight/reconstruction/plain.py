@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..data.batches import ParticleBatch, group_batches, load_batch
-from ..data.fourier import fsc as fourier_shell_correlation, half_grid_shells, hermitian_multiplicity
+from ..data.fourier import fsc as fourier_shell_correlation, half_grid_shell_means, half_grid_shells
 from ..data.images import ParticleImages
 from ..data.particles import ParticleTable
 from .fourier_slice import FourierBackprojector
@@ -79,14 +79,7 @@ def wiener_regularisation(weight: torch.Tensor, fsc: torch.Tensor, box_px: int, 
     padded = weight.shape[0]
     n = fsc.shape[0] + 1
     shells = half_grid_shells(padded, box_px, n - 1, weight.device)
-    multiplicity = hermitian_multiplicity(padded, weight.device, torch.float64)
-    total = torch.zeros(n, dtype=torch.float64, device=weight.device)
-    count = torch.zeros(n, dtype=torch.float64, device=weight.device)
-    for x in range(weight.shape[-1]):  # one kx plane at a time: no full-grid float64 temporaries
-        plane = shells[..., x].flatten()
-        total.index_add_(0, plane, weight[..., x].flatten().double() * multiplicity[x])
-        count += torch.bincount(plane, minlength=n).double() * multiplicity[x]
-    mean_weight = total / count.clamp(min=1)
+    mean_weight = half_grid_shell_means(weight, shells, n)
     f = fsc.double().to(weight.device).clamp(min=1e-3)
     if whole:
         f = torch.sqrt(2 * f / (f + 1))
