@@ -15,7 +15,8 @@ from the hardware's bound.
 FLOP counts per step (b particles, n Gaussians, box d, decoder width h with L layers, latent l,
 encoder width H on m pixels); backward counted as twice the forward:
     decoder   3 * b * n * (2 h^2 (L - 2) + 2 h * 6)              (the per-Gaussian MLP)
-    render    2 b n d^2 (consensus, forward) + 3 * 2 b n d^2 (deformed) + 3 * 2 * 10 b n d (profiles)
+    render    2 b n d^2 (consensus, forward) + 3 * 2 b n d^2 (deformed) + 3 * 2 * 10 b n d (profiles);
+              with local patches (``render.project_gaussians``: window w, w^2 <= 2 d) w in place of d
     FFT       5 FFTs of 5 d^2 log2(d^2) per particle
     encoder   3 * 2 b (m H + 2 H^2 + 2 H l)
 """
@@ -35,9 +36,13 @@ from dynamight.data.batches import ParticleBatch
 from dynamight.data.ctf import CtfParameters
 from dynamight.model.gaussians import GaussianModel
 from dynamight.reconstruction.imaging import batch_ctf, centred_spectra
+from dynamight.model.render import local_window
 from dynamight.runtime import resolve_device
 from dynamight.training.deformations import train_batch
 from dynamight.training.run import _new_state
+
+
+SIGMA_PX = 1.2  # the synthetic Gaussians' width, pixels
 
 
 def matmul_rate(device: torch.device, size: int = 4096) -> float:
@@ -70,7 +75,7 @@ def synthetic_state(box: int, n: int, batch: int, device: torch.device, config: 
     generator = torch.Generator().manual_seed(0)
     direction = torch.nn.functional.normalize(torch.randn((n, 3), generator=generator), dim=-1)
     radius = 0.35 * box * pixel * torch.rand((n, 1), generator=generator) ** (1 / 3)
-    gaussians = GaussianModel(direction * radius, torch.ones(n), torch.full((n,), 1.2 * pixel))
+    gaussians = GaussianModel(direction * radius, torch.ones(n), torch.full((n,), SIGMA_PX * pixel))
     config = config.model_copy(update={"batch_size": batch})  # as training resolves it (chunks on CPUs follow)
     state = _new_state(config, gaussians, torch.ones(n), torch.full((n,), -1), 0, box, pixel, box / 2, device,
                        batch, 0)
@@ -92,9 +97,11 @@ def flops(box: int, n: int, batch: int, config: Config) -> dict[str, float]:
     h, layers, latent, wide = (config.n_neurons_per_layer, config.n_linear_layers, config.n_latent_dimensions,
                                config.n_encoder_neurons)
     pixels = math.pi * (box / 4) ** 2  # the encoder's 2x-binned disc
+    window = local_window(torch.tensor([SIGMA_PX]), 1.0, box)
+    side = window if window * window <= 2 * box else box  # the projection's own choice
     return {
         "decoder": 3 * batch * n * (2 * h * h * (layers - 2) + 2 * h * 6),
-        "render": 2 * batch * n * box**2 * 4 + 3 * 2 * 10 * batch * n * box,
+        "render": 2 * batch * n * side**2 * 4 + 3 * 2 * 10 * batch * n * side,
         "fft": 5 * batch * 5 * box**2 * math.log2(box**2),
         "encoder": 3 * 2 * batch * (pixels * wide + 2 * wide * wide + 2 * wide * latent),
     }

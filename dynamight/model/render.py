@@ -84,6 +84,13 @@ def project_gaussians(positions_angstrom: torch.Tensor, amplitudes: torch.Tensor
                       rotations: torch.Tensor, box_px: int, pixel_size_angstrom: float) -> torch.Tensor:
     """Centred projections of Gaussians (no CTF, no shift).
 
+    Gaussians narrow against the box (``window^2 <= 2 d``, :func:`local_window`) are drawn each on
+    its window of pixels around its nearest pixel (:data:`TRUNCATE_WIDTHS`), the others as the
+    exact outer-product sum of their full profiles: the crossover measured on a CPU (one thread,
+    32 particles, 1,500 Gaussians, forward and backward): box 64, window 7: 0.038 s against 0.068 s
+    for the full profiles; box 256, window 21: 0.31 s against 0.56 s; box 64, window 13: 0.12 s
+    against 0.055 s.
+
     Args:
         positions_angstrom: ``(n, 3)`` or ``(b, n, 3)`` centres (xyz, Å from the box centre).
         amplitudes: ``(n,)`` peak densities.
@@ -98,9 +105,31 @@ def project_gaussians(positions_angstrom: torch.Tensor, amplitudes: torch.Tensor
         positions_angstrom = positions_angstrom.expand(rotations.shape[0], -1, -1)
     rotated = torch.einsum("bij,bnj->bni", rotations[:, :2, :], positions_angstrom)  # (b, n, 2)
     scale = amplitudes * math.sqrt(2 * math.pi) * sigma_angstrom / pixel_size_angstrom
+    window = local_window(sigma_angstrom, pixel_size_angstrom, box_px)
+    if window * window <= 2 * box_px:
+        return _project_local(rotated, scale, sigma_angstrom, box_px, pixel_size_angstrom, window)
     gx = _profiles(rotated[..., 0], sigma_angstrom, box_px, pixel_size_angstrom)  # (b, n, d)
     gy = _profiles(rotated[..., 1], sigma_angstrom, box_px, pixel_size_angstrom) * scale[:, None]
     return torch.bmm(gy.transpose(1, 2), gx)
+
+
+def _project_local(rotated: torch.Tensor, scale: torch.Tensor, sigma_angstrom: torch.Tensor, box_px: int,
+                   pixel_size_angstrom: float, window: int) -> torch.Tensor:
+    """``(b, d, d)`` images of Gaussians at ``(b, n, 2)`` projected centres (xy, Å), ``(n,)`` peak
+    scales and widths: each a ``window^2`` patch (two windowed profiles) added at its nearest pixel,
+    ``O(b n window^2)`` work instead of the full profiles' ``O(b n d^2)``."""
+    b, n, _ = rotated.shape
+    offsets = torch.arange(window, device=rotated.device) - window // 2
+    pixels = torch.round(rotated.detach() / pixel_size_angstrom).long()[..., None] + offsets + box_px // 2  # (b, n, 2, w)
+    axes = ((pixels - box_px // 2) * pixel_size_angstrom).to(rotated.dtype)
+    inside = ((pixels >= 0) & (pixels < box_px)).to(rotated.dtype)
+    gx = _GaussianProfiles.apply(rotated[..., 0], sigma_angstrom, axes[:, :, 0]) * inside[:, :, 0]  # (b, n, w)
+    gy = _GaussianProfiles.apply(rotated[..., 1], sigma_angstrom, axes[:, :, 1]) * (inside[:, :, 1] * scale[:, None])
+    pixels = pixels.clamp(0, box_px - 1)  # (outside: value 0)
+    index = pixels[:, :, 1, :, None] * box_px + pixels[:, :, 0, None, :]  # (b, n, w, w), [y, x]
+    patches = gy[..., :, None] * gx[..., None, :]
+    images = torch.zeros((b, box_px * box_px), device=rotated.device, dtype=rotated.dtype)
+    return images.scatter_add(1, index.reshape(b, -1), patches.reshape(b, -1)).reshape(b, box_px, box_px)
 
 
 TRUNCATE_WIDTHS = 5.0  # local rendering: a Gaussian beyond 5 widths is below 4e-6 of its peak

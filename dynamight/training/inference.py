@@ -54,16 +54,20 @@ def observed(batch: ParticleBatch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _objective(model: ForwardModel, batch: ParticleBatch, images: tuple[torch.Tensor, torch.Tensor],
-               weights: torch.Tensor, z: torch.Tensor, pose: torch.Tensor | None) -> torch.Tensor:
+               weights: torch.Tensor, z: torch.Tensor, pose: torch.Tensor | None,
+               deformed: torch.Tensor | None = None) -> torch.Tensor:
     """``(b,)`` the training objective of each particle of a batch (``images``: its
     :func:`observed` spectra and CTFs): whitened data term, the codes' ``|z|^2 / 2`` and, with
-    ``(b, 5)`` pose corrections, their prior (:mod:`.poses`)."""
+    ``(b, 5)`` pose corrections, their prior (:mod:`.poses`). ``deformed``: the ``(b, n, 3)`` (or
+    ``(1, n, 3)``, shared) positions of ``z`` when already decoded (Å)."""
     (spectra, ctf), rotations = images, batch.rotations
     penalty = 0.5 * z.pow(2).sum(-1)
     if pose is not None:
         rotations, spectra = corrected(pose, rotations, spectra, batch.pixel_size_angstrom)
         penalty = penalty + pose_prior(pose, batch.pixel_size_angstrom)
-    predicted = model.predict(model.positions + model.displacements(z), rotations, ctf)
+    if deformed is None:
+        deformed = model.positions + model.displacements(z)
+    predicted = model.predict(deformed.expand(len(rotations), -1, -1), rotations, ctf)
     return data_term(spectra, predicted, weights) + penalty
 
 
@@ -147,14 +151,16 @@ def _sample_codes(learnt: torch.Tensor, trained: np.ndarray, n: int = N_STARTS) 
 def best_start(model: ForwardModel, batch: ParticleBatch, weights: torch.Tensor, candidates: torch.Tensor,
                images: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``(b, l)`` for each particle the code, of its encoder's code and the ``(k, l)`` candidates,
-    with the lowest training objective (one forward pass per candidate, no gradients; ``images``:
-    the batch's :func:`observed`, when already computed)."""
+    with the lowest training objective (one render per candidate, no gradients; each candidate
+    decoded once for the whole batch; ``images``: the batch's :func:`observed`, when already
+    computed)."""
     images = images or observed(batch)
     encoded, _ = model.encode(*images, batch.rotations)
     best, lowest = encoded, _objective(model, batch, images, weights, encoded, None)
-    for code in candidates:
+    decoded = model.positions + model.displacements(candidates)  # (k, n, 3)
+    for code, deformed in zip(candidates, decoded):
         z = code.expand_as(encoded)
-        value = _objective(model, batch, images, weights, z, None)
+        value = _objective(model, batch, images, weights, z, None, deformed[None])
         better = value < lowest
         best, lowest = torch.where(better[:, None], z, best), torch.minimum(value, lowest)
     return best
@@ -195,34 +201,55 @@ def posterior_spread(model: ForwardModel, weights: torch.Tensor, table: Particle
                      step: float = 1e-2, poses: np.ndarray | None = None) -> np.ndarray:
     """``(m,)`` RMS displacement uncertainty (Å, movable Gaussians) of each particle's code.
 
-    Laplace approximation: the code's covariance is the inverse Hessian ``H^-1`` (``(l, l)`` per
-    particle; the objective is separable, so ``l`` double-backward passes give every particle's
-    block) of ``whitened data term + |z|^2 / 2`` at ``codes`` (``(m, l)``; with ``poses``, ``(m, 5)``
-    corrections held fixed), carried to the
-    displacements by their Jacobian ``J`` (central differences): ``sqrt(mean_j tr(J_j H^-1 J_j^T))``.
-    Collective in a distributed run, as :func:`particle_latents`.
+    Laplace approximation: the code's covariance is the inverse of the Gauss-Newton Hessian
+    (:func:`gauss_newton_hessian`) of ``whitened data term + |z|^2 / 2`` at ``codes`` (``(m, l)``;
+    with ``poses``, ``(m, 5)`` corrections held fixed), carried to the displacements by their
+    Jacobian ``J`` (central differences): ``sqrt(mean_j tr(J_j H^-1 J_j^T))``. Collective in a
+    distributed run, as :func:`particle_latents`.
     """
     model.eval()
     movable = movable_mask(model)
     out = torch.zeros(len(indices), dtype=torch.float32, device=device)
     for rows, idx in shared_batches(table, indices, batch_size):
         batch = load_batch(table, images, idx, device, model.box_px)
-        z = torch.as_tensor(codes[rows], device=device).requires_grad_(True)
+        z = torch.as_tensor(codes[rows], device=device)
         pose = None if poses is None else torch.as_tensor(poses[rows], device=device)
-        with frozen(model):
-            loss = _objective(model, batch, observed(batch), weights.to(device), z, pose).sum()
-            grad, = torch.autograd.grad(loss, z, create_graph=True)
-            hessian = torch.stack([torch.autograd.grad(grad[:, k].sum(), z, retain_graph=True)[0]
-                                   for k in range(z.shape[1])], dim=1).detach()  # (b, l, l)
+        hessian, jacobian = gauss_newton_hessian(model, batch, observed(batch), weights.to(device), z, pose, step)
         eye = torch.eye(z.shape[1], device=device)
-        covariance = torch.linalg.inv(0.5 * (hessian + hessian.transpose(1, 2)) + 1e-6 * eye)
-        with torch.no_grad():
-            z = z.detach()
-            jacobian = torch.stack([(model.displacements(z + step * e) - model.displacements(z - step * e)) / (2 * step)
-                                    for e in eye], dim=-1)[:, movable]  # (b, n, 3, l)
-            variance = torch.einsum("bnkl,blm,bnkm->bn", jacobian, covariance, jacobian).clamp(min=0)
+        covariance = torch.linalg.inv(hessian + 1e-6 * eye)
+        jacobian = jacobian[:, movable]  # (b, n', 3, l)
+        variance = torch.einsum("bnkl,blm,bnkm->bn", jacobian, covariance, jacobian).clamp(min=0)
         out[torch.as_tensor(rows, device=device)] = variance.mean(-1).sqrt()
     return all_reduce_sum(out).cpu().numpy()
+
+
+@torch.no_grad()
+def gauss_newton_hessian(model: ForwardModel, batch: ParticleBatch, images: tuple[torch.Tensor, torch.Tensor],
+                         weights: torch.Tensor, z: torch.Tensor, pose: torch.Tensor | None,
+                         step: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(b, l, l)`` Gauss-Newton Hessian of the training objective in the codes ``z`` ``(b, l)``
+    (``pose``: ``(b, 5)`` corrections, held fixed), and ``(b, n, 3, l)`` the displacements'
+    Jacobian (Å per unit code), both from central differences of step ``step``.
+
+    ``H = sum_k w_k Re(conj(dM_k/dz) dM_k/dz^T) + I``, ``M`` the predicted spectrum: the expected
+    (Fisher) curvature of the data term, always positive definite, and exactly the Hessian where the
+    prediction fits the image; it costs ``2 l`` forward passes (double backpropagation through the
+    renderer cost about three times as much).
+    """
+    (spectra, ctf), rotations = images, batch.rotations
+    if pose is not None:
+        rotations, _ = corrected(pose, rotations, spectra, batch.pixel_size_angstrom)
+    eye = torch.eye(z.shape[1], device=z.device)
+    spectrum_slopes, displacement_slopes = [], []
+    for e in eye:
+        plus, minus = model.displacements(z + step * e), model.displacements(z - step * e)
+        displacement_slopes.append((plus - minus) / (2 * step))
+        spectrum_slopes.append((model.predict(model.positions + plus, rotations, ctf)
+                                - model.predict(model.positions + minus, rotations, ctf)) / (2 * step))
+    slopes = torch.stack(spectrum_slopes, dim=1)  # (b, l, d, d)
+    weighted = slopes * weights
+    hessian = torch.einsum("blxy,bmxy->blm", weighted.conj(), slopes).real + eye
+    return 0.5 * (hessian + hessian.transpose(1, 2)), torch.stack(displacement_slopes, dim=-1)
 
 
 def disagreement(models: tuple[ForwardModel, ForwardModel], z1: np.ndarray, z2: np.ndarray, batch_size: int,
