@@ -7,7 +7,7 @@ stage runs in a fresh process (``measured.py``, ``dynamight.training.step_memory
 when there is one (``--gpu-id -1`` forces the CPU; the step memory is measured on the CPU).
 
     python benchmarks/scale.py [--gpu-id -1] [--skip-memory] [--skip-processes] [--skip-stages] [--skip-predicted]
-        [--large-boxes 256 400] [--large-particles 100] [--large-gaussians 30000]
+        [--large-boxes 256 400] [--large-particles 100] [--large-gaussians 30000] [--large-training-box D]
 
 Upstream DynaMight on the 2-core CPU machine of this project, as quoted in its issues: training
 200 particles x 3 epochs in 28 s inside its training function (21 particle-epochs/s), deformable
@@ -100,7 +100,8 @@ def stages(root: Path, gpu: str) -> None:
               f"{memory(t)}", flush=True)
 
 
-def large_boxes(root: Path, gpu: str, boxes: tuple[int, ...], n_particles: int, n_gaussians: int) -> None:
+def large_boxes(root: Path, gpu: str, boxes: tuple[int, ...], n_particles: int, n_gaussians: int,
+                training_box: int | None = None) -> None:
     """Every step at large boxes on a few particles of a real structure (3HSY, chain B hinging; 1 Å
     pixels, as a user's 256-400 Å box around a ~100 kDa molecule; automatic batch sizes): seconds
     per particle and peak memory, beside the estimate each step logs (:mod:`dynamight.memory`)."""
@@ -108,10 +109,11 @@ def large_boxes(root: Path, gpu: str, boxes: tuple[int, ...], n_particles: int, 
         project, out = root / f"big{box}", root / f"bigrun{box}"
         simulate(project, n_particles=n_particles, box_px=box, pixel_size_angstrom=1.0, snr=0.1, motion="hinge", seed=0,
                  atomic_model="3hsy", moving_chain="B")
-        # training at a 128-px working box (--training-box; the Gaussians' own width would keep
-        # the full box here): the final pass over every particle's code costs about 40 epochs
-        train = training_args(project, out, gpu, 1, n_gaussians, 6, batch=None) + ["--training-box", "128"]
-        steps = [("training, 1 epoch (training box 128)", train),
+        # the training box automatic (these narrow Gaussians keep the full box) unless given
+        train = training_args(project, out, gpu, 1, n_gaussians, 6, batch=None)
+        if training_box:
+            train += ["--training-box", str(training_box)]
+        steps = [(f"training, 1 epoch (training box {training_box or 'automatic'})", train),
                  ("inverse deformations, 1 epoch", ["optimize-inverse-deformations", str(out), "--n-epochs", "1",
                                                     "--gpu-id", gpu]),
                  ("deformable backprojection", ["deformable-backprojection", str(out), "--gpu-id", gpu]),
@@ -196,6 +198,7 @@ def main() -> None:
                         help="also run every step at these boxes (e.g. 256 400) on --large-particles particles")
     parser.add_argument("--large-particles", type=int, default=100)
     parser.add_argument("--large-gaussians", type=int, default=30000)
+    parser.add_argument("--large-training-box", type=int, default=None, help="--training-box of the large runs")
     args = parser.parse_args()
     gpu = args.gpu_id or ("0" if torch.cuda.is_available() else "-1")
     print(f"device: {torch.cuda.get_device_name(int(gpu)) if gpu != '-1' else f'CPU, {os.cpu_count()} cores'}", flush=True)
@@ -210,7 +213,8 @@ def main() -> None:
         if not args.skip_predicted:
             predicted_memory()
         if args.large_boxes:
-            large_boxes(root, gpu, tuple(args.large_boxes), args.large_particles, args.large_gaussians)
+            large_boxes(root, gpu, tuple(args.large_boxes), args.large_particles, args.large_gaussians,
+                        args.large_training_box)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ free, and the largest batch that fits.
 
 A training step's memory is dominated by what autograd keeps for the backward pass, per particle
 of the batch: the decoder's ``(n, hidden)`` activations in each of its layers, the renderer's
-``(n, d)`` Gaussian profiles (two axes, their arguments, their gradients), the per-Gaussian
+``(n, d)`` Gaussian profiles (two axes, their arguments, their gradients) or, for Gaussians narrow
+against the box, their ``(n, w)`` windowed profiles and ``(n, w, w)`` patches with their pixel
+indices (:func:`dynamight.model.render.projection_window`), the per-Gaussian
 rotations of the local-rigid decoder, and the ``(d, d)`` images, CTFs and complex spectra. The
 constants below (float32 values kept per element) were calibrated by measuring real steps
 (:mod:`dynamight.training.step_memory`; the table is in ``benchmarks/scale.py``) and chosen so
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 FLOAT_BYTES = 4
 #: float32 values kept at the peak of a step, per particle and per element of the tensor named
 PER_PROFILE = 10.0  # (n, d): render profiles, their arguments and gradients
+PER_PATCH = 8.0  # (n, w, w): local projection patches, their int64 pixel indices and gradients
 PER_ACTIVATION = 2.5  # (n, hidden) per decoder layer: activations and their gradients
 PER_GAUSSIAN = 470.0  # (n,): positional terms, the modes' term, local-rigid rotations (3, 3), deformed positions, gradients
 PER_PIXEL = 20.0  # (d, d): image, CTF, spectra, residuals
@@ -56,7 +59,8 @@ def _network_parameters(box_px: int, n_latent: int, n_layers: int, n_neurons: in
 
 
 def training_step_bytes(box_px: int, n_gaussians: int, batch_size: int, n_latent: int = 6, n_layers: int = 8,
-                        n_neurons: int = 32, encoder_neurons: int = 256, n_particles: int = 0) -> int:
+                        n_neurons: int = 32, encoder_neurons: int = 256, n_particles: int = 0,
+                        window: int | None = None) -> int:
     """Estimated peak memory (bytes) of ``optimize-deformations`` training at a batch size: one
     step's forward and backward pass plus what training holds throughout (both halves' networks
     with gradients and Adam moments, ``n_particles`` latent codes per half with SparseAdam's
@@ -67,9 +71,12 @@ def training_step_bytes(box_px: int, n_gaussians: int, batch_size: int, n_latent
         n_gaussians: ``n``; batch_size: ``b`` particles per step (per process).
         n_latent, n_layers, n_neurons, encoder_neurons: the networks' sizes (the options of the same names).
         n_particles: particles in the whole data set (the code tables).
+        window: the projections' patch side (:func:`~dynamight.model.render.projection_window`;
+            ``None``: full profiles).
     """
     b, n, d = batch_size, n_gaussians, box_px
-    per_particle = (PER_PROFILE * n * d + PER_ACTIVATION * n * n_neurons * (n_layers - 1) + PER_GAUSSIAN * n
+    render = PER_PROFILE * n * d if window is None else PER_PROFILE * n * window + PER_PATCH * n * window**2
+    per_particle = (render + PER_ACTIVATION * n * n_neurons * (n_layers - 1) + PER_GAUSSIAN * n
                     + PER_PIXEL * d * d)
     step = FLOAT_BYTES * b * per_particle + STEP_OVERHEAD_BYTES
     networks = 2 * 4 * _network_parameters(d, n_latent, n_layers, n_neurons, encoder_neurons)  # + grad, 2 moments
@@ -79,7 +86,7 @@ def training_step_bytes(box_px: int, n_gaussians: int, batch_size: int, n_latent
 
 
 #: on CPUs a batch of more than CPU_CHUNK_ABOVE (particle, Gaussian, pixel) elements of the render's
-#: (b, n, d) profiles is processed in chunks of at most CPU_CHUNK_ELEMENTS, so that they and the
+#: (b, n, d) profiles (or (b, n, w, w) patches) is processed in chunks of at most CPU_CHUNK_ELEMENTS, so that they and the
 #: decoder's (b, n, hidden) activations stay in the caches; measured at batch 32 on one core:
 #: 10,000 Gaussians, box 64: 118 -> 60 ms per particle in 3 chunks. The usual 1,500 Gaussians at box
 #: 64 and batch 128 (12 M elements) stay one chunk: the step whose prior weight was validated
@@ -88,13 +95,16 @@ CPU_CHUNK_ABOVE = 16_000_000
 CPU_CHUNK_ELEMENTS = 8_000_000
 
 
-def cache_chunks(device: torch.device, batch_size: int, n_gaussians: int, box_px: int) -> int:
+def cache_chunks(device: torch.device, batch_size: int, n_gaussians: int, box_px: int,
+                 window: int | None = None) -> int:
     """Chunks each batch is split into (their gradients add up to the batch's step): 1 on GPUs and
-    for batches of at most ``CPU_CHUNK_ABOVE`` profile elements; else, on CPUs, enough that each
-    holds at most ``CPU_CHUNK_ELEMENTS``."""
-    if device.type != "cpu" or batch_size * n_gaussians * box_px <= CPU_CHUNK_ABOVE:
+    for batches of at most ``CPU_CHUNK_ABOVE`` render elements (``d`` per Gaussian, or ``w^2`` with
+    the projections' patches of side ``window``); else, on CPUs, enough that each holds at most
+    ``CPU_CHUNK_ELEMENTS``."""
+    side = box_px if window is None else window * window
+    if device.type != "cpu" or batch_size * n_gaussians * side <= CPU_CHUNK_ABOVE:
         return 1
-    per_chunk = max(1, CPU_CHUNK_ELEMENTS // (n_gaussians * box_px))  # particles
+    per_chunk = max(1, CPU_CHUNK_ELEMENTS // (n_gaussians * side))  # particles
     return -(-batch_size // per_chunk)
 
 
@@ -201,14 +211,14 @@ def choose_batch_size(estimate_fn: Callable[[int], int], device: torch.device | 
 
 
 def training_estimate(config, box_px: int, n_gaussians: int, n_particles: int,
-                       device: torch.device, world: int = 1) -> Callable[[int], int]:
+                       device: torch.device, world: int = 1, window: int | None = None) -> Callable[[int], int]:
     """:func:`training_step_bytes` of an ``optimize-deformations`` config as a function of the
     batch size; in a run of ``world`` processes each takes its share of a batch, and on the CPU
     they share the host's memory."""
     def estimate(batch_size: int) -> int:
         one = training_step_bytes(box_px, n_gaussians, -(-batch_size // world), config.n_latent_dimensions,
                                   config.n_linear_layers, config.n_neurons_per_layer, config.n_encoder_neurons,
-                                  n_particles)
+                                  n_particles, window)
         return one * (world if device.type == "cpu" else 1)
     return estimate
 

@@ -29,6 +29,20 @@ def test_estimate_bounds_a_measured_step():
     assert measured["maxrss_increase_bytes"] <= predicted, (measured, predicted)
 
 
+def test_estimate_bounds_a_measured_step_with_local_patches():
+    """As above, with Gaussians narrow enough (0.6 px at box 128) to be projected as local patches:
+    the estimate for that path bounds the measured step within 3x."""
+    from dynamight.model.render import projection_window
+
+    window = projection_window(torch.tensor([0.6]), 1.0, 128)
+    assert window is not None
+    measured = measure(128, 1500, 16, n_particles=1000, sigma_px=0.6)
+    predicted = training_step_bytes(128, 1500, 16, n_particles=1000, window=window)
+    assert measured["peak_increase_bytes"] <= predicted, (measured, predicted)
+    if measured["high_water_reset"]:
+        assert predicted <= 3 * measured["peak_increase_bytes"], (measured, predicted)
+
+
 @pytest.mark.parametrize("free_gib", [0.25, 1.0, 3.0, 64.0])
 @pytest.mark.parametrize("cap", [1, 32, 100, 128])
 def test_chosen_batch_fits(monkeypatch, free_gib, cap):
@@ -83,6 +97,7 @@ def test_cache_chunks():
     assert cache_chunks(cpu, 128, 1500, 64) == 1
     assert cache_chunks(cpu, 32, 10000, 64) == 3
     assert cache_chunks(cpu, 32, 30000, 256) == 32
+    assert cache_chunks(cpu, 32, 30000, 256, window=7) == 7  # local patches: 49 elements per Gaussian
     for b, n, d in ((32, 10000, 64), (128, 4000, 128), (7, 30000, 400)):
         chunks = cache_chunks(cpu, b, n, d)
         assert -(-b // chunks) * n * d <= CPU_CHUNK_ELEMENTS or chunks == b

@@ -1,8 +1,9 @@
-"""Exact rendering of isotropic Gaussians into maps and projection images.
+"""Rendering of isotropic Gaussians into maps and projection images, without interpolation.
 
 A Gaussian ``j`` is the density ``a_j exp(-|r - c_j|^2 / (2 s_j^2))`` (peak ``a_j``, width ``s_j`` in
 Å). A Gaussian is separable, so a map is a sum of outer products of 1D profiles: ``O(n d^3)`` as one
-matrix product, with no interpolation error. Its projection along ``z`` (a line integral in pixel
+matrix product, exact; or, where the Gaussians are narrow against the box, each on the voxels within
+:data:`TRUNCATE_WIDTHS` of it (below 4e-6 of its peak beyond). Its projection along ``z`` (a line integral in pixel
 units, as :class:`dynamight.reconstruction.fourier_slice.FourierProjector`) is the 2D Gaussian
 ``a_j sqrt(2 pi) (s_j / p) exp(-|xy - (A c_j)_xy|^2 / (2 s_j^2))``.
 """
@@ -27,8 +28,8 @@ def _profile_terms(coordinate: torch.Tensor, sigma: torch.Tensor, axis: torch.Te
 class _GaussianProfiles(torch.autograd.Function):
     """:func:`_profile_terms`'s profile with a hand-written backward: two passes over the
     ``(..., n, d)`` tensors instead of autograd's dozen (the rendering is memory-bound on CPUs).
-    Under ``create_graph`` (Hessians of the training objective) the backward recomputes the terms
-    with differentiable operations instead."""
+    Under ``create_graph`` (exact Hessians of the training objective, as a test takes them) the
+    backward recomputes the terms with differentiable operations instead."""
 
     @staticmethod
     def forward(ctx, coordinate, sigma, axis):
@@ -105,12 +106,19 @@ def project_gaussians(positions_angstrom: torch.Tensor, amplitudes: torch.Tensor
         positions_angstrom = positions_angstrom.expand(rotations.shape[0], -1, -1)
     rotated = torch.einsum("bij,bnj->bni", rotations[:, :2, :], positions_angstrom)  # (b, n, 2)
     scale = amplitudes * math.sqrt(2 * math.pi) * sigma_angstrom / pixel_size_angstrom
-    window = local_window(sigma_angstrom, pixel_size_angstrom, box_px)
-    if window * window <= 2 * box_px:
+    window = projection_window(sigma_angstrom, pixel_size_angstrom, box_px)
+    if window is not None:
         return _project_local(rotated, scale, sigma_angstrom, box_px, pixel_size_angstrom, window)
     gx = _profiles(rotated[..., 0], sigma_angstrom, box_px, pixel_size_angstrom)  # (b, n, d)
     gy = _profiles(rotated[..., 1], sigma_angstrom, box_px, pixel_size_angstrom) * scale[:, None]
     return torch.bmm(gy.transpose(1, 2), gx)
+
+
+def projection_window(sigma_angstrom: torch.Tensor, pixel_size_angstrom: float, box_px: int) -> int | None:
+    """Side of the pixel patch :func:`project_gaussians` draws each Gaussian on (its
+    :func:`local_window`), or ``None`` where the full profiles are faster (``window^2 > 2 d``)."""
+    window = local_window(sigma_angstrom, pixel_size_angstrom, box_px)
+    return window if window * window <= 2 * box_px else None
 
 
 def _project_local(rotated: torch.Tensor, scale: torch.Tensor, sigma_angstrom: torch.Tensor, box_px: int,

@@ -22,6 +22,7 @@ from ..errors import InputError
 from ..memory import cache_chunks, training_batch_size, training_estimate
 from ..model.gaussians import GaussianModel
 from ..model.graph import DistancePrior
+from ..model.render import projection_window
 from ..reconstruction.imaging import batch_ctf, centred_spectra
 from ..runtime import JobControl, progress, save_config, start_process
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -98,7 +99,8 @@ def _new_state(config, gaussians: GaussianModel, movable, body, n_bodies, box, p
     return HalfState(model, runner, DistancePrior(gaussians.positions_angstrom.to(device)), NoiseSpectrum(box, device),
                      optimiser, config.regularization_factor, latents, latent_optimiser,
                      latent_noise=config.latent_noise, poses=poses, pose_optimiser=pose_optimiser,
-                     chunks=cache_chunks(device, config.batch_size, len(gaussians), box))
+                     chunks=cache_chunks(device, config.batch_size, len(gaussians), box,
+                                         projection_window(gaussians.sigma_angstrom, pixel, box)))
 
 
 def optimize_deformations(config, job: JobControl, deformation_masks: Path | None) -> None:
@@ -136,7 +138,8 @@ def optimize_deformations(config, job: JobControl, deformation_masks: Path | Non
                  work_box, work_pixel, box, pixel)
     # the batch size, resolved once (the option; else the resumed run's; else automatic) and kept in the config
     requested = config.batch_size if config.batch_size is not None or resume is None else saved["config"]["batch_size"]
-    estimate = training_estimate(config, work_box, len(gaussians), len(table), device, current().world)
+    estimate = training_estimate(config, work_box, len(gaussians), len(table), device, current().world,
+                                 projection_window(gaussians.sigma_angstrom, work_pixel, work_box))
     batch_size = from_main(lambda: training_batch_size(requested, estimate, device))
     config = config.model_copy(update={"batch_size": batch_size})
     extent = float((gaussians.positions_angstrom.norm(dim=-1) + 2 * gaussians.sigma_angstrom).max())

@@ -68,8 +68,10 @@ def _synthetic_batch(box_px: int, batch_size: int, pixel: float):
 
 
 def measure_here(box_px: int, n_gaussians: int, batch_size: int, n_latent: int = 6, n_layers: int = 8,
-                 n_neurons: int = 32, encoder_neurons: int = 256, n_particles: int = 1000) -> dict:
-    """Two training steps in this process (call it in a fresh one: :func:`measure`)."""
+                 n_neurons: int = 32, encoder_neurons: int = 256, n_particles: int = 1000,
+                 sigma_px: float = 1.5) -> dict:
+    """Two training steps in this process (call it in a fresh one: :func:`measure`); the Gaussians
+    ``sigma_px`` pixels wide (narrow ones are projected as local patches)."""
     import torch
     from ..commands.optimize_deformations import Config
     from ..model.gaussians import GaussianModel
@@ -82,7 +84,7 @@ def measure_here(box_px: int, n_gaussians: int, batch_size: int, n_latent: int =
     radius = box_px * pixel / 4
     direction = torch.randn((n_gaussians, 3), generator=g)
     positions = direction / direction.norm(dim=1, keepdim=True) * radius * torch.rand((n_gaussians, 1), generator=g)
-    gaussians = GaussianModel(positions, torch.ones(n_gaussians), torch.full((n_gaussians,), 1.5 * pixel))
+    gaussians = GaussianModel(positions, torch.ones(n_gaussians), torch.full((n_gaussians,), sigma_px * pixel))
     config = Config(refinement_star_file=Path("unused.star"), output_directory=Path("unused"), gpu_id=-1,
                     batch_size=batch_size, n_latent_dimensions=n_latent, n_linear_layers=n_layers,
                     n_neurons_per_layer=n_neurons, n_encoder_neurons=encoder_neurons)
@@ -103,11 +105,13 @@ def measure_here(box_px: int, n_gaussians: int, batch_size: int, n_latent: int =
 
 
 def measure(box_px: int, n_gaussians: int, batch_size: int, n_latent: int = 6, n_layers: int = 8,
-            n_neurons: int = 32, encoder_neurons: int = 256, n_particles: int = 1000, timeout_s: float = 600) -> dict:
+            n_neurons: int = 32, encoder_neurons: int = 256, n_particles: int = 1000, timeout_s: float = 600,
+            sigma_px: float = 1.5) -> dict:
     """:func:`measure_here` in a fresh Python process (one CPU thread)."""
     args = [sys.executable, "-m", __name__, "--box-px", str(box_px), "--n-gaussians", str(n_gaussians),
             "--batch-size", str(batch_size), "--n-latent", str(n_latent), "--n-layers", str(n_layers),
-            "--n-neurons", str(n_neurons), "--encoder-neurons", str(encoder_neurons), "--n-particles", str(n_particles)]
+            "--n-neurons", str(n_neurons), "--encoder-neurons", str(encoder_neurons), "--n-particles", str(n_particles),
+            "--sigma-px", str(sigma_px)]
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout_s)
@@ -121,9 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, default in (("box-px", 64), ("n-gaussians", 1500), ("batch-size", 32), ("n-latent", 6),
                           ("n-layers", 8), ("n-neurons", 32), ("encoder-neurons", 256), ("n-particles", 1000)):
         parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--sigma-px", type=float, default=1.5)
     a = parser.parse_args(argv)
     print(json.dumps(measure_here(a.box_px, a.n_gaussians, a.batch_size, a.n_latent, a.n_layers, a.n_neurons,
-                                  a.encoder_neurons, a.n_particles)))
+                                  a.encoder_neurons, a.n_particles, a.sigma_px)))
 
 
 if __name__ == "__main__":
