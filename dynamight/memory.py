@@ -60,7 +60,7 @@ def _network_parameters(box_px: int, n_latent: int, n_layers: int, n_neurons: in
 
 def training_step_bytes(box_px: int, n_gaussians: int, batch_size: int, n_latent: int = 6, n_layers: int = 8,
                         n_neurons: int = 32, encoder_neurons: int = 256, n_particles: int = 0,
-                        window: int | None = None) -> int:
+                        window: int | None = None, chunks: int = 1) -> int:
     """Estimated peak memory (bytes) of ``optimize-deformations`` training at a batch size: one
     step's forward and backward pass plus what training holds throughout (both halves' networks
     with gradients and Adam moments, ``n_particles`` latent codes per half with SparseAdam's
@@ -73,15 +73,17 @@ def training_step_bytes(box_px: int, n_gaussians: int, batch_size: int, n_latent
         n_particles: particles in the whole data set (the code tables).
         window: the projections' patch side (:func:`~dynamight.model.render.projection_window`;
             ``None``: full profiles).
+        chunks: the pieces each batch's step runs in (:func:`cache_chunks`): autograd holds one
+            piece's tensors at a time.
     """
-    b, n, d = batch_size, n_gaussians, box_px
+    b, n, d = -(-batch_size // chunks), n_gaussians, box_px
     render = PER_PROFILE * n * d if window is None else PER_PROFILE * n * window + PER_PATCH * n * window**2
     per_particle = (render + PER_ACTIVATION * n * n_neurons * (n_layers - 1) + PER_GAUSSIAN * n
                     + PER_PIXEL * d * d)
     step = FLOAT_BYTES * b * per_particle + STEP_OVERHEAD_BYTES
     networks = 2 * 4 * _network_parameters(d, n_latent, n_layers, n_neurons, encoder_neurons)  # + grad, 2 moments
     codes = 2 * 3 * n_particles * n_latent  # per half: codes, 2 moments
-    buffers = 2 * 16 * n + READ_AHEAD_BATCHES * b * d * d
+    buffers = 2 * 16 * n + READ_AHEAD_BATCHES * batch_size * d * d
     return int(step + FLOAT_BYTES * (networks + codes + buffers))
 
 
@@ -216,9 +218,10 @@ def training_estimate(config, box_px: int, n_gaussians: int, n_particles: int,
     batch size; in a run of ``world`` processes each takes its share of a batch, and on the CPU
     they share the host's memory."""
     def estimate(batch_size: int) -> int:
-        one = training_step_bytes(box_px, n_gaussians, -(-batch_size // world), config.n_latent_dimensions,
+        share = -(-batch_size // world)
+        one = training_step_bytes(box_px, n_gaussians, share, config.n_latent_dimensions,
                                   config.n_linear_layers, config.n_neurons_per_layer, config.n_encoder_neurons,
-                                  n_particles, window)
+                                  n_particles, window, cache_chunks(device, share, n_gaussians, box_px, window))
         return one * (world if device.type == "cpu" else 1)
     return estimate
 

@@ -29,15 +29,18 @@ def test_estimate_bounds_a_measured_step():
     assert measured["maxrss_increase_bytes"] <= predicted, (measured, predicted)
 
 
-def test_estimate_bounds_a_measured_step_with_local_patches():
-    """As above, with Gaussians narrow enough (0.6 px at box 128) to be projected as local patches:
-    the estimate for that path bounds the measured step within 3x."""
+def test_estimate_bounds_a_measured_step_with_local_patches_in_chunks():
+    """As above, with Gaussians narrow enough (0.6 px at box 128) to be projected as local patches,
+    and enough of them (10,000, batch 32) that the CPU step runs in cache-sized chunks: the estimate
+    for that path and those chunks bounds the measured step within 3x."""
+    from dynamight.memory import cache_chunks
     from dynamight.model.render import projection_window
 
     window = projection_window(torch.tensor([0.6]), 1.0, 128)
-    assert window is not None
-    measured = measure(128, 1500, 16, n_particles=1000, sigma_px=0.6)
-    predicted = training_step_bytes(128, 1500, 16, n_particles=1000, window=window)
+    chunks = cache_chunks(torch.device("cpu"), 32, 10000, 128, window)
+    assert window is not None and chunks > 1
+    measured = measure(128, 10000, 32, n_particles=1000, sigma_px=0.6)
+    predicted = training_step_bytes(128, 10000, 32, n_particles=1000, window=window, chunks=chunks)
     assert measured["peak_increase_bytes"] <= predicted, (measured, predicted)
     if measured["high_water_reset"]:
         assert predicted <= 3 * measured["peak_increase_bytes"], (measured, predicted)

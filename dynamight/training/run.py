@@ -221,7 +221,9 @@ def _write_latents(config, table, images, states, validation, trained, device, o
     rms = np.zeros(n, dtype=np.float32)
     codes, held_out_poses = {}, {}
     held_out = np.flatnonzero(validation)
-    batch = config.batch_size  # refining codes needs about the memory of a training step
+    # refining codes needs about the memory of a training step: in batches of its chunks (each code's
+    # refinement is its own, so the batching does not change the codes)
+    batch = -(-config.batch_size // states[1].chunks)
     if main:
         log.info("refining the codes of %d particles against the final decoders", n)
     for h in (1, 2):
