@@ -121,7 +121,9 @@ def large_boxes(root: Path, gpu: str, boxes: tuple[int, ...], n_particles: int, 
                                            "--output-directory", str(root / f"plain{box}"), "--gpu-id", gpu])]
         for name, args in steps:
             t = measure(args)
-            estimate = f", estimated {t['estimated_gib']} GiB" if t.get("estimated_gib") else ""
+            scope = "a training step: the process's peak also holds the consensus map's fit" if name.startswith(
+                "training") else "the whole step"
+            estimate = f", estimated {t['estimated_gib']} GiB ({scope})" if t.get("estimated_gib") else ""
             print(f"box {box}, {n_gaussians} Gaussians, {n_particles} particles: {name} "
                   f"{t['seconds'] / n_particles:.3f} s/particle ({t['seconds']:.0f} s), {memory(t)}{estimate}", flush=True)
 
