@@ -64,12 +64,19 @@ def _fixed_code_epochs(config) -> int:
     return config.n_epochs // 10 if config.initial_codes == "forces" else 0
 
 
+def _chunk_size(config, state: HalfState) -> int:
+    """Particles per batch of the passes outside training that differentiate a particle's own terms
+    (its forces, its code's refinement): a training step's chunk, which the memory estimate counts
+    (each particle's result is its own, so the batching does not change it)."""
+    return -(-config.batch_size // state.chunks)
+
+
 def _codes_from_forces(state: HalfState, config, table, images, indices: np.ndarray, device, seed: int,
                        half: int) -> None:
     """Start the training particles' codes on the force components (:mod:`.initial_codes`)."""
     start = time.perf_counter()
     codes = initial_codes(state.model, state.noise.weights(), table, images, indices, config.n_latent_dimensions,
-                          config.batch_size, device, seed)
+                          _chunk_size(config, state), device, seed)
     with torch.no_grad():
         state.latents.weight[torch.as_tensor(indices, device=device), :codes.shape[1]] = codes.to(device)
     log.info("half %d: codes of %d particles start on %d force components (%.1f s)", half, len(indices),
@@ -221,9 +228,7 @@ def _write_latents(config, table, images, states, validation, trained, device, o
     rms = np.zeros(n, dtype=np.float32)
     codes, held_out_poses = {}, {}
     held_out = np.flatnonzero(validation)
-    # refining codes needs about the memory of a training step: in batches of its chunks (each code's
-    # refinement is its own, so the batching does not change the codes)
-    batch = -(-config.batch_size // states[1].chunks)
+    batch = _chunk_size(config, states[1])
     if main:
         log.info("refining the codes of %d particles against the final decoders", n)
     for h in (1, 2):
