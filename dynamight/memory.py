@@ -88,8 +88,8 @@ def training_step_bytes(box_px: int, n_gaussians: int, batch_size: int, n_latent
 
 
 #: on CPUs a batch of more than CPU_CHUNK_ABOVE (particle, Gaussian, pixel) elements of the render's
-#: (b, n, d) profiles (or (b, n, w, w) patches) is processed in chunks of at most CPU_CHUNK_ELEMENTS, so that they and the
-#: decoder's (b, n, hidden) activations stay in the caches; measured at batch 32 on one core:
+#: (b, n, d) profiles (or (b, n, w, w) patches) is processed in chunks of at most CPU_CHUNK_ELEMENTS,
+#: so that they and the decoder's (b, n, hidden) activations stay in the caches; measured at batch 32 on one core:
 #: 10,000 Gaussians, box 64: 118 -> 60 ms per particle in 3 chunks. The usual 1,500 Gaussians at box
 #: 64 and batch 128 (12 M elements) stay one chunk: the step whose prior weight was validated
 #: (a chunked step balances the prior on its first chunk's gradients alone)

@@ -128,7 +128,8 @@ def _project_local(rotated: torch.Tensor, scale: torch.Tensor, sigma_angstrom: t
     ``O(b n window^2)`` work instead of the full profiles' ``O(b n d^2)``."""
     b, n, _ = rotated.shape
     offsets = torch.arange(window, device=rotated.device) - window // 2
-    pixels = torch.round(rotated.detach() / pixel_size_angstrom).long()[..., None] + offsets + box_px // 2  # (b, n, 2, w)
+    nearest = torch.round(rotated.detach() / pixel_size_angstrom).long()  # (b, n, 2)
+    pixels = nearest[..., None] + offsets + box_px // 2  # (b, n, 2, w)
     axes = ((pixels - box_px // 2) * pixel_size_angstrom).to(rotated.dtype)
     inside = ((pixels >= 0) & (pixels < box_px)).to(rotated.dtype)
     gx = _GaussianProfiles.apply(rotated[..., 0], sigma_angstrom, axes[:, :, 0]) * inside[:, :, 0]  # (b, n, w)
