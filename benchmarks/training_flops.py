@@ -36,7 +36,7 @@ from dynamight.data.batches import ParticleBatch
 from dynamight.data.ctf import CtfParameters
 from dynamight.model.gaussians import GaussianModel
 from dynamight.reconstruction.imaging import batch_ctf, centred_spectra
-from dynamight.model.render import local_window
+from dynamight.model.render import projection_window
 from dynamight.runtime import resolve_device
 from dynamight.training.deformations import train_batch
 from dynamight.training.run import _new_state
@@ -97,8 +97,7 @@ def flops(box: int, n: int, batch: int, config: Config) -> dict[str, float]:
     h, layers, latent, wide = (config.n_neurons_per_layer, config.n_linear_layers, config.n_latent_dimensions,
                                config.n_encoder_neurons)
     pixels = math.pi * (box / 4) ** 2  # the encoder's 2x-binned disc
-    window = local_window(torch.tensor([SIGMA_PX]), 1.0, box)
-    side = window if window * window <= 2 * box else box  # the projection's own choice
+    side = projection_window(torch.tensor([SIGMA_PX]), 1.0, box) or box  # the projection's own choice
     return {
         "decoder": 3 * batch * n * (2 * h * h * (layers - 2) + 2 * h * 6),
         "render": 2 * batch * n * side**2 * 4 + 3 * 2 * 10 * batch * n * side,

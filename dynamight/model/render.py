@@ -126,19 +126,27 @@ def _project_local(rotated: torch.Tensor, scale: torch.Tensor, sigma_angstrom: t
     """``(b, d, d)`` images of Gaussians at ``(b, n, 2)`` projected centres (xy, Å), ``(n,)`` peak
     scales and widths: each a ``window^2`` patch (two windowed profiles) added at its nearest pixel,
     ``O(b n window^2)`` work instead of the full profiles' ``O(b n d^2)``."""
-    b, n, _ = rotated.shape
-    offsets = torch.arange(window, device=rotated.device) - window // 2
-    nearest = torch.round(rotated.detach() / pixel_size_angstrom).long()  # (b, n, 2)
-    pixels = nearest[..., None] + offsets + box_px // 2  # (b, n, 2, w)
-    axes = ((pixels - box_px // 2) * pixel_size_angstrom).to(rotated.dtype)
-    inside = ((pixels >= 0) & (pixels < box_px)).to(rotated.dtype)
-    gx = _GaussianProfiles.apply(rotated[..., 0], sigma_angstrom, axes[:, :, 0]) * inside[:, :, 0]  # (b, n, w)
-    gy = _GaussianProfiles.apply(rotated[..., 1], sigma_angstrom, axes[:, :, 1]) * (inside[:, :, 1] * scale[:, None])
-    pixels = pixels.clamp(0, box_px - 1)  # (outside: value 0)
-    index = pixels[:, :, 1, :, None] * box_px + pixels[:, :, 0, None, :]  # (b, n, w, w), [y, x]
-    patches = gy[..., :, None] * gx[..., None, :]
+    b = rotated.shape[0]
+    ix, gx = _window_profiles(rotated[..., 0], sigma_angstrom, box_px, pixel_size_angstrom, window)  # (b, n, w)
+    iy, gy = _window_profiles(rotated[..., 1], sigma_angstrom, box_px, pixel_size_angstrom, window)
+    index = iy[..., :, None] * box_px + ix[..., None, :]  # (b, n, w, w), [y, x]
+    patches = (gy * scale[:, None])[..., :, None] * gx[..., None, :]
     images = torch.zeros((b, box_px * box_px), device=rotated.device, dtype=rotated.dtype)
     return images.scatter_add(1, index.reshape(b, -1), patches.reshape(b, -1)).reshape(b, box_px, box_px)
+
+
+def _window_profiles(coordinate_angstrom: torch.Tensor, sigma_angstrom: torch.Tensor, box_px: int,
+                     pixel_size_angstrom: float, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One axis of a local rendering: ``(..., n)`` coordinates (Å from the box centre), ``(n,)``
+    widths -> ``(..., n, window)`` int64 grid indices of the window around each nearest grid point
+    (clamped into the box) and the 1D profiles on them (differentiable; 0 outside the box)."""
+    offsets = torch.arange(window, device=coordinate_angstrom.device) - window // 2
+    nearest = torch.round(coordinate_angstrom.detach() / pixel_size_angstrom).long()
+    indices = nearest[..., None] + offsets + box_px // 2
+    axis = ((indices - box_px // 2) * pixel_size_angstrom).to(coordinate_angstrom.dtype)
+    inside = ((indices >= 0) & (indices < box_px)).to(coordinate_angstrom.dtype)
+    profiles = _GaussianProfiles.apply(coordinate_angstrom, sigma_angstrom, axis) * inside
+    return indices.clamp(0, box_px - 1), profiles
 
 
 TRUNCATE_WIDTHS = 5.0  # local rendering: a Gaussian beyond 5 widths is below 4e-6 of its peak
@@ -168,20 +176,15 @@ def splat(positions_angstrom: torch.Tensor, amplitudes: torch.Tensor, sigma_angs
 
     Returns:
         ``(n, window^3)`` values and ``(n, window^3)`` int64 flat voxel indices into the
-        ``(d, d, d)`` map (``[z, y, x]``); voxels outside the box have index 0 and value 0.
+        ``(d, d, d)`` map (``[z, y, x]``); voxels outside the box have value 0 (and an index
+        clamped into the box).
     """
-    half = window // 2
-    offsets = torch.arange(-half, half + 1, device=positions_angstrom.device)
-    nearest = torch.round(positions_angstrom.detach() / pixel_size_angstrom).long() + box_px // 2  # (n, 3)
-    voxels = nearest[:, :, None] + offsets  # (n, 3, k)
-    axes = ((voxels - box_px // 2) * pixel_size_angstrom).to(positions_angstrom.dtype)
-    gx, gy, gz = (_GaussianProfiles.apply(positions_angstrom[:, i], sigma_angstrom, axes[:, i]) for i in range(3))
-    values = (amplitudes[:, None, None, None] * gz[:, :, None, None] * gy[:, None, :, None] * gx[:, None, None, :])
-    inside = (voxels >= 0) & (voxels < box_px)  # (n, 3, k)
-    keep = inside[:, 2, :, None, None] & inside[:, 1, None, :, None] & inside[:, 0, None, None, :]
-    flat = (voxels[:, 2, :, None, None] * box_px + voxels[:, 1, None, :, None]) * box_px + voxels[:, 0, None, None, :]
+    (ix, gx), (iy, gy), (iz, gz) = (_window_profiles(positions_angstrom[:, i], sigma_angstrom, box_px,
+                                                     pixel_size_angstrom, window) for i in range(3))  # (n, k) each
+    values = amplitudes[:, None, None, None] * gz[:, :, None, None] * gy[:, None, :, None] * gx[:, None, None, :]
+    flat = (iz[:, :, None, None] * box_px + iy[:, None, :, None]) * box_px + ix[:, None, None, :]
     n = len(amplitudes)
-    return (values * keep).reshape(n, -1), torch.where(keep, flat, 0).reshape(n, -1)
+    return values.reshape(n, -1), flat.reshape(n, -1)
 
 
 def render_volume_local(positions_angstrom: torch.Tensor, amplitudes: torch.Tensor, sigma_angstrom: torch.Tensor,
